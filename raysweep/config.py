@@ -104,6 +104,10 @@ class PatchGANConfig(StrictModel):
 class DINOv2Config(StrictModel):
     model: Literal["vit_small_patch14_dinov2", "vit_base_patch14_dinov2"] = "vit_small_patch14_dinov2"
     weights: Path | None = Field(None, description="state-dict file (.pth or .safetensors)")
+    image_size: int | None = Field(
+        224, ge=14, description="side the images are resized to before DINOv2 (a multiple of 14 is used); "
+        "null: the input size rounded up to a multiple of 14 (much cheaper on a CPU)"
+    )
 
 
 class LossConfig(StrictModel):

@@ -1,0 +1,189 @@
+"""The `raysweep` command: train, toy, weights (and, with the sweep issues, sweep/validate/resume/
+report/ui).
+
+Errors a user can cause are :class:`RaysweepError`: printed as one line without a traceback, exit
+status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from raysweep.errors import RaysweepError
+
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 1
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value by its dotted key, e.g. --set loss.lambda_neural=0.5 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raysweep", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one VAE from a trial YAML (or a sweep YAML's trial block), no Ray")
+    p.add_argument("config", type=Path, help="trial or sweep YAML")
+    p.add_argument("--out", type=Path, required=True, help="output directory (metrics.jsonl, final.json, checkpoints/)")
+    _add_set(p)
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--workers", type=int, default=1, help="local DDP processes (gloo on CPU, NCCL on GPUs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+    p = sub.add_parser("toy", help="closed-form linear-Gaussian model at a matched rate (paper table 3, figure 7)")
+    p.add_argument("--dim", type=int, default=None, help="latent dimension d")
+    p.add_argument("--ramp", type=float, default=None, help="exponent of the ramped metric M = diag(exp(ramp*i/(d-1)))")
+    p.add_argument("--target-rate", type=float, default=None, help="matched variance-part rate V, nats")
+    p.add_argument("--out", type=Path, default=None, help="write table.json, table.md and figure7.png here")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+
+    p = sub.add_parser("weights", help="list the pretrained files each loss needs and whether they are present")
+    p.add_argument("--weights-dir", type=Path, default=None, help="folder to look in first (as loss.weights_dir)")
+    p.add_argument("--download", action="store_true",
+                   help="download the missing files into --weights-dir (needs internet)")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+# ------------------------------------------------------------------------------------- train
+def _check_out_dir(out: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, after refusing to clobber an existing run."""
+    from raysweep.train.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(out / "checkpoints")
+    if resume:
+        if latest is None:
+            raise RaysweepError(f"--resume: {out}/checkpoints holds no checkpoint: run without --resume to start")
+        return latest
+    if latest is not None or (out / "final.json").exists():
+        raise RaysweepError(
+            f"--out {out} already holds a run: pass --resume to continue it, or choose another --out"
+        )
+    return None
+
+
+def _check_same_config(cfg_dict: dict, out: Path) -> None:
+    from raysweep.config import flatten, read_yaml
+
+    saved_file = out / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = flatten(read_yaml(saved_file))
+    current = flatten(cfg_dict)
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if changed:
+        raise RaysweepError(
+            f"--resume: the config differs from the one {out} started with at {', '.join(changed)}: "
+            "resume with the same config (see its config.yaml) or start a new --out"
+        )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from raysweep.config import load_trial_config
+
+    cfg = load_trial_config(args.config, args.overrides)
+    out: Path = args.out
+    resume_from = _check_out_dir(out, args.resume)
+    if resume_from is not None:
+        _check_same_config(cfg.to_dict(), out)
+    if args.workers < 1:
+        raise RaysweepError(f"--workers {args.workers}: give at least 1")
+    if cfg.train.batch_size % args.workers:
+        raise RaysweepError(
+            f"train.batch_size {cfg.train.batch_size} is not divisible by --workers {args.workers}: "
+            "the global batch is split evenly over workers"
+        )
+    progress = False if args.no_progress else None
+    out.mkdir(parents=True, exist_ok=True)
+    if args.workers == 1:
+        from raysweep.train.loop import train
+
+        final = train(cfg, out, resume_from=resume_from, progress=progress)
+    else:
+        from raysweep.train.launch import launch_local_ddp
+
+        launch_local_ddp(cfg, out, args.workers, resume_from=resume_from, progress=progress)
+        final = json.loads((out / "final.json").read_text())
+    summary = {k: final.get(k) for k in ("status", "step", "rate", "distortion_sse", "mse", "psnr", "anisotropy",
+                                          "aggregated_anisotropy", "active_units", "beta")}
+    print(json.dumps(summary))
+    print(f"raysweep: {final['status']}; outputs in {out}", file=sys.stderr)
+    if final["status"] == "diverged":
+        print(f"raysweep: the loss became non-finite at step {final['step']}; the last good checkpoint is kept in "
+              f"{out}/checkpoints", file=sys.stderr)
+        return EXIT_DIVERGED
+    return 0
+
+
+# --------------------------------------------------------------------------------------- toy
+def cmd_toy(args: argparse.Namespace) -> int:
+    from raysweep import toy
+
+    kwargs = {k: v for k, v in (("dim", args.dim), ("ramp", args.ramp), ("target_rate", args.target_rate)) if v is not None}
+    rows = toy.run_toy(out_dir=args.out, **kwargs)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        dim = args.dim if args.dim is not None else toy.DEFAULT_DIM
+        ramp = args.ramp if args.ramp is not None else toy.DEFAULT_RAMP
+        print(toy.table_markdown(rows, dim, ramp))
+        if args.out is not None:
+            print(f"wrote {args.out}/table.json, table.md, figure7.png", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------------- weights
+def cmd_weights(args: argparse.Namespace) -> int:
+    from raysweep.losses.perceptual import download_weights, weights_report
+
+    if args.download:
+        if args.weights_dir is None:
+            raise RaysweepError("--download needs --weights-dir: the folder to save the files in")
+        try:
+            download_weights(args.weights_dir)
+        except (OSError, RuntimeError, ValueError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise RaysweepError(
+                f"--download into {args.weights_dir} failed ({first}): copy the files listed by "
+                "`raysweep weights` into that folder by hand"
+            ) from None
+    rows = weights_report(weights_dir=args.weights_dir)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for row in rows:
+        state = "present" if row.get("present") else "MISSING"
+        print(f"{row.get('loss')}: {row.get('file')} [{state}]")
+        for place in row.get("searched", []):
+            print(f"    looks in {place}")
+        if row.get("found"):
+            print(f"    found at {row['found']}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "toy": cmd_toy, "weights": cmd_weights}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `raysweep` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except RaysweepError as err:
+        print(f"raysweep: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("raysweep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""raysweep.train"""
