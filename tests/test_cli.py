@@ -88,3 +88,15 @@ def test_toy_json_matches_table_keys() -> None:
 def test_toy_bad_dim_is_one_line() -> None:
     result = raysweep("toy", "--dim", "1")
     assert result.returncode == 2 and "--dim" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_weights_lists_files_and_finds_them(tmp_path: Path) -> None:
+    missing = raysweep("weights", "--json", "--weights-dir", str(tmp_path))
+    assert missing.returncode == 0, missing.stderr
+    rows = json.loads(missing.stdout)
+    vgg = next(r for r in rows if r["loss"] == "lpips")
+    assert vgg["file"] == "vgg16-397923af.pth" and not vgg["present"]
+    assert str(tmp_path / "vgg16-397923af.pth") in [str(p) for p in vgg["searched"]]
+    (tmp_path / "vgg16-397923af.pth").write_bytes(b"placeholder")
+    found = json.loads(raysweep("weights", "--json", "--weights-dir", str(tmp_path)).stdout)
+    assert next(r for r in found if r["loss"] == "lpips")["present"]

@@ -120,6 +120,7 @@ class Trainer:
         self.last_metrics: dict[str, float] = {}
         self._running: dict[str, float] = {}
         self._running_count = 0
+        self._rate_ema: float | None = None
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         if not D.is_distributed():
@@ -204,13 +205,16 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        values = {"loss": result.loss, "rate": result.rate, **{f"distortion_{k}": v for k, v in result.terms.items()}}
-        values.update(result.extra)
+        values = {"train_loss": result.loss, "train_rate": result.rate}
+        values.update({f"train_distortion_{k}": v for k, v in result.terms.items()})
+        values.update({f"balancer/{k}": v for k, v in result.extra.items() if k != "rate_ema"})
         if self.ddp_disc is not None and self.disc_optimizer is not None and self.objective.adversarial_active(self.step):
-            values["disc_loss"] = self._discriminator_step(x, out.x_hat.detach().float())
+            values["train_disc_loss"] = self._discriminator_step(x, out.x_hat.detach().float())
         for key, value in values.items():
             self._running[key] = self._running.get(key, 0.0) + value
         self._running_count += 1
+        if "rate_ema" in result.extra:
+            self._rate_ema = result.extra["rate_ema"]
         return True
 
     def _discriminator_step(self, x: torch.Tensor, x_hat: torch.Tensor) -> float:
@@ -226,8 +230,11 @@ class Trainer:
         return float(D.all_reduce_mean(loss.detach().reshape(1))[0])
 
     def _train_summary(self) -> dict[str, float]:
+        """Means of the training values since the last validation (and GECO's current rate EMA)."""
         count = max(1, self._running_count)
-        summary = {f"train_{k}": v / count for k, v in self._running.items()}
+        summary = {k: v / count for k, v in self._running.items()}
+        if self._rate_ema is not None:
+            summary["rate_ema"] = self._rate_ema
         self._running, self._running_count = {}, 0
         return summary
 
@@ -277,7 +284,7 @@ class Trainer:
             self.step += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{self._running.get('loss', 0.0) / max(1, self._running_count):.4g}")
+                bar.set_postfix(loss=f"{self._running.get('train_loss', 0.0) / max(1, self._running_count):.4g}")
             if self.step % self.cfg.train.val_every == 0 or self.step == self.total_steps:
                 self.validate_and_report()
                 self.model.train()

@@ -111,9 +111,10 @@ class Objective(nn.Module):
         self.cfg = cfg
         lam = cfg.loss.lambda_neural
         self.pixel = build_pixel_term(cfg).to(device)
-        neural = build_neural_term(cfg, channels, device)
-        # A term with weight 0 is not evaluated at all (no wasted forward passes, no discriminator).
-        self.neural = neural.to(device) if neural is not None and lam > 0 else None
+        # A term with weight 0 is not even built: no wasted forward passes, no discriminator, and
+        # no demand for pretrained weights the run does not use.
+        neural = build_neural_term(cfg, channels, device) if lam > 0 else None
+        self.neural = neural.to(device) if neural is not None else None
         self.weights: dict[str, float] = {self.pixel.name: 1.0 - lam}
         if self.neural is not None:
             self.weights[self.neural.name] = lam
