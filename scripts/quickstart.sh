@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The main job on the embedded defaults: install, then train the quickstart trial on generated
-# XYSquares (CPU is enough). Outputs go to runs/quickstart/.
+# The main job on the embedded defaults: install, then run the quickstart sweep (6 trials of the
+# tiny VAE on generated XYSquares, SSE vs box blur) on a local Ray instance; CPU is enough.
+# Results go to runs/quickstart/ (runs/quickstart-<time>/ when that already holds a sweep).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
-out="${RAYSWEEP_OUT:-runs/quickstart}"
-if [ -e "$out/final.json" ] || [ -d "$out/checkpoints" ]; then
-  out="$out-$(date +%Y%m%d-%H%M%S)"
+name="${RAYSWEEP_NAME:-quickstart}"
+if [ -e "runs/$name/sweep.yaml" ]; then
+  name="$name-$(date +%Y%m%d-%H%M%S)"
 fi
-.venv/bin/raysweep train search_spaces/quickstart.yaml --out "$out"
-echo "quickstart done: metrics in $out/metrics.jsonl, summary in $out/final.json"
+.venv/bin/raysweep sweep search_spaces/quickstart.yaml --name "$name"
+# The frontier report, drawn from the MLflow store (runs/mlflow.db) and logged back to it.
+.venv/bin/raysweep report --experiment "$name" --storage runs --out "runs/$name/report"
+echo "quickstart done: results in runs/$name; report: file://$PWD/runs/$name/report/index.html"
+echo "browse the runs in MLflow: .venv/bin/raysweep ui --storage runs   (then open http://127.0.0.1:5000)"

@@ -268,6 +268,9 @@ class Trainer:
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             dump_yaml(self.cfg, self.out_dir / "config.yaml")
+            if self.step == 0:
+                # A fresh start owns the log: never append to a previous run's validations.
+                (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
         started = time.perf_counter()
         start_step = self.step
         bar = None

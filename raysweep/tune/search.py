@@ -1,0 +1,195 @@
+"""Schedulers and the sweep's searcher.
+
+:class:`SweepSearcher` hands out every trial of a sweep, cell by cell (see
+:mod:`raysweep.tune.space`): once per cell in grid mode, ``num_samples`` random draws per cell in
+random mode, and ``num_samples`` Optuna TPE suggestions per cell in optuna mode, with one
+``OptunaSearch`` (one Optuna study) per cell. That is how a grid combines with Optuna, which Ray
+forbids inside one ``OptunaSearch``. The searcher also caps the number of trials in flight at the
+resource plan's concurrency, and its whole state (including the live trials) is pickled with the
+experiment, so ``Tuner.restore`` continues exactly where the sweep stopped. Optuna studies are
+stored in an RDB storage (``sqlite:///<sweep dir>/optuna.db`` by default) that survives a resume
+and that ``optuna-dashboard`` opens.
+
+ASHA counts time in validations: every report of the training loop is one ``training_iteration``.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any
+
+import numpy as np
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from raysweep.errors import RaysweepError
+from raysweep.tune.space import ExpandedSweep, cell_params, ray_domain
+from raysweep.tune.sweep_config import DistributionConfig, OptunaConfig, SearchConfig
+
+
+def build_scheduler(search: SearchConfig, expanded: ExpandedSweep) -> TrialScheduler:
+    """FIFO, or ASHA with one time step per validation.
+
+    ASHA's default ``max_t`` is one more than the number of validations of the longest trial, so
+    ASHA never stops a trial at its last validation (which would cut off its final outputs).
+    """
+    sched = search.scheduler
+    if sched.type == "fifo":
+        return FIFOScheduler()
+    max_t = sched.max_t
+    if max_t is None:
+        validations = expanded.validations_per_trial()
+        if validations is None:
+            raise RaysweepError(
+                "search.scheduler.max_t: cannot infer the number of validations per trial (set by train.epochs or "
+                "sampled): set max_t to it (train steps / train.val_every)"
+            )
+        max_t = validations + 1
+    if sched.grace_period > max_t:
+        raise RaysweepError(f"search.scheduler.grace_period {sched.grace_period} exceeds max_t {max_t} validations")
+    return ASHAScheduler(time_attr="training_iteration", metric=sched.metric, mode=sched.mode, max_t=max_t,
+                         grace_period=sched.grace_period, reduction_factor=sched.reduction_factor)
+
+
+def sample_distribution(dist: DistributionConfig, rng: np.random.Generator) -> Any:
+    """One draw of `dist` (plain Python values, so they serialise into the trial config)."""
+    if dist.choice is not None:
+        return dist.choice[int(rng.integers(len(dist.choice)))]
+    low, high = getattr(dist, dist.kind)
+    if dist.kind == "uniform":
+        return float(rng.uniform(low, high))
+    if dist.kind == "loguniform":
+        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return int(rng.integers(low, high))
+
+
+class SweepSearcher(Searcher):
+    """Suggests every trial of a sweep (see the module docstring).
+
+    Args:
+        expanded: the sweep's cells and distributions.
+        mode: ``grid``, ``random`` or ``optuna``.
+        max_concurrent: most trials in flight (the resource plan's concurrency).
+        random_seed: seed of the random mode's draws.
+        optuna: metric, mode and sampler seed for the optuna mode.
+        optuna_storage: Optuna storage URL (an RDB URL such as ``sqlite:///.../optuna.db``).
+        study_prefix: prefix of the per-cell study names (the sweep name).
+    """
+
+    def __init__(
+        self,
+        expanded: ExpandedSweep,
+        mode: str,
+        max_concurrent: int,
+        random_seed: int = 0,
+        optuna: OptunaConfig | None = None,
+        optuna_storage: str | None = None,
+        study_prefix: str = "sweep",
+    ) -> None:
+        super().__init__(metric=optuna.metric if optuna else None, mode=optuna.mode if optuna else None)
+        varying = expanded.varying_keys
+        self._cells = [cell_params(cell, varying) for cell in expanded.cells]
+        self._labels = [cell.label() for cell in expanded.cells]
+        self._samples = expanded.samples_per_cell
+        self._distributions = dict(expanded.distributions)
+        self._mode = mode
+        self._max_concurrent = max(1, max_concurrent)
+        self._rng = np.random.default_rng(random_seed)
+        self._optuna = optuna
+        self._optuna_storage = optuna_storage
+        self._study_prefix = study_prefix
+        self._inner: dict[int, Searcher] = {}
+        self._issued = [0] * len(self._cells)
+        self._live: dict[str, int] = {}
+
+    # ----------------------------------------------------------------------------- Searcher API
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        # The param space only holds constants and display placeholders that every suggestion fills.
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if len(self._live) >= self._max_concurrent:
+            return None
+        cell = self._next_cell()
+        if cell is None:
+            return Searcher.FINISHED
+        if self._mode == "optuna":
+            sampled = self._study(cell).suggest(trial_id)
+            if sampled is None or sampled == Searcher.FINISHED:
+                return None
+        elif self._mode == "random":
+            sampled = {k: sample_distribution(d, self._rng) for k, d in self._distributions.items()}
+        else:
+            sampled = {}
+        self._issued[cell] += 1
+        self._live[trial_id] = cell
+        return {**self._cells[cell], **sampled}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        cell = self._live.get(trial_id)
+        if cell is not None and cell in self._inner:
+            self._inner[cell].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        cell = self._live.pop(trial_id, None)
+        if cell is not None and cell in self._inner:
+            inner_result = result
+            if result is not None and self.metric and not _finite(result.get(self.metric)):
+                inner_result, error = None, True  # a diverged trial: a failed Optuna trial, not a score
+            self._inner[cell].on_trial_complete(trial_id, inner_result, error)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.__dict__, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self.__dict__.update(pickle.load(handle))
+        self._fail_orphaned_optuna_trials()
+
+    def _fail_orphaned_optuna_trials(self) -> None:
+        """Mark FAIL the Optuna trials asked for after the saved state (the sweep stopped before it
+        recorded them): nothing will ever tell them, and a study must not show them running forever."""
+        import optuna
+
+        for inner in self._inner.values():
+            study = getattr(inner, "_ot_study", None)
+            if study is None:
+                continue
+            known = {t.number for t in getattr(inner, "_ot_trials", {}).values()}
+            for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                if trial.number not in known:
+                    study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+    # -------------------------------------------------------------------------------- helpers
+    def _next_cell(self) -> int | None:
+        """The cell with the fewest trials handed out that still has budget (round robin)."""
+        open_cells = [i for i, n in enumerate(self._issued) if n < self._samples]
+        if not open_cells:
+            return None
+        return min(open_cells, key=lambda i: (self._issued[i], i))
+
+    def _study(self, cell: int) -> Searcher:
+        """This cell's OptunaSearch (its own study in the shared storage), created on first use."""
+        if cell not in self._inner:
+            import optuna
+            from ray.tune.search.optuna import OptunaSearch
+
+            assert self._optuna is not None
+            storage = optuna.storages.RDBStorage(self._optuna_storage) if self._optuna_storage else None
+            seed = None if self._optuna.sampler_seed is None else self._optuna.sampler_seed + cell
+            name = f"{self._study_prefix}/cell{cell}" + (f"[{self._labels[cell]}]" if len(self._cells) > 1 else "")
+            self._inner[cell] = OptunaSearch(
+                space={k: ray_domain(d) for k, d in self._distributions.items()},
+                metric=self._optuna.metric, mode=self._optuna.mode,
+                sampler=optuna.samplers.TPESampler(seed=seed), study_name=name[:500], storage=storage,
+            )
+        return self._inner[cell]
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

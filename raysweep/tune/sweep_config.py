@@ -1,0 +1,330 @@
+"""Typed sweep files: a `trial` block plus `search`, `resources`, `tracking`, `failure`, `checkpoint`.
+
+A sweep file looks like::
+
+    name: quickstart
+    trial:            # the trial schema of raysweep.config (data, model, loss, objective, train)
+      ...
+    search:
+      mode: grid      # grid | random | optuna
+      grid:           # cartesian product over dotted trial keys
+        objective.beta: [0.5, 2.0]
+      cells:          # explicit cells (partial trial configs), crossed with the grid
+        - {loss.neural: none, loss.lambda_neural: 0.0}
+        - {loss.neural: box_blur, loss.lambda_neural: 0.5}
+      seeds: [0, 1]   # repeats over train.seed
+      distributions:  # random / optuna modes
+        train.lr: {loguniform: [1.0e-4, 1.0e-2]}
+      num_samples: 4  # draws per cell (random / optuna)
+      scheduler: {type: asha, metric: psnr, mode: max, grace_period: 1, reduction_factor: 3}
+      optuna: {metric: psnr, mode: max}
+    resources: {workers: 1, gpus_per_worker: 0, cpus_per_worker: 1}
+    tracking: {uri: null, experiment: null}
+    failure: {max_failures: 1}
+    checkpoint: {num_to_keep: 2}
+
+Every block forbids unknown keys. The `trial` block is kept raw here because a base config may
+only become valid once a cell fills it in; :mod:`raysweep.tune.space` validates every expanded
+trial. :func:`load_sweep` reads, applies ``--set`` overrides and validates the whole file, so a
+sweep either starts with every trial valid or does not start.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from raysweep.config import (
+    TRIAL_BLOCKS,
+    StrictModel,
+    format_validation_error,
+    parse_override,
+    read_yaml,
+    set_dotted,
+    validate_model,
+)
+from raysweep.errors import RaysweepError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+# Keys the training loop reports at every validation (plus the per-term ones matched below), the
+# only names a scheduler or searcher may optimise.
+KNOWN_METRICS = frozenset({
+    "rate", "rate_bits", "distortion_sse", "mse", "psnr", "anisotropy", "aggregated_anisotropy",
+    "aggregated_condition", "active_units", "mig", "beta", "lr", "step", "epoch", "sigma", "rate_ema",
+})
+METRIC_PATTERN = re.compile(r"^(distortion|train)_[a-z0-9_]+$")
+
+
+def check_metric(metric: str, where: str) -> str:
+    """`metric` if the training loop reports it, else a one-line error naming `where`."""
+    if metric in KNOWN_METRICS or METRIC_PATTERN.match(metric):
+        return metric
+    known = ", ".join(sorted(KNOWN_METRICS | {"distortion_<term>", "train_<value>"}))
+    raise ValueError(f"{where}: {metric!r} is not a metric the training loop reports; use one of {known}")
+
+
+class DistributionConfig(StrictModel):
+    """Exactly one of: ``uniform: [low, high]``, ``loguniform: [low, high]`` (low > 0),
+    ``randint: [low, high)`` or ``choice: [v1, v2, ...]``."""
+
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = None
+    choice: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DistributionConfig:
+        given = [k for k in ("uniform", "loguniform", "randint", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a distribution needs exactly one of uniform, loguniform, randint, choice "
+                             f"(got {', '.join(given) or 'none'})")
+        kind = given[0]
+        if kind == "choice":
+            if not self.choice:
+                raise ValueError("choice: give at least one value")
+            return self
+        low, high = getattr(self, kind)
+        if not low < high:
+            raise ValueError(f"{kind}: low must be below high (got [{low}, {high}])")
+        if kind == "loguniform" and low <= 0:
+            raise ValueError(f"loguniform: low must be positive (got {low})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("uniform", "loguniform", "randint", "choice") if getattr(self, k) is not None)
+
+    def values_to_check(self) -> list[Any]:
+        """The values that bound what this distribution can produce (checked against the trial schema)."""
+        if self.choice is not None:
+            return list(self.choice)
+        low, high = getattr(self, self.kind)
+        return [low, high - 1] if self.kind == "randint" else [low, high]
+
+
+class SchedulerConfig(StrictModel):
+    """Trial scheduler. ASHA counts time in validations (one report = one step of `training_iteration`)."""
+
+    type: Literal["fifo", "asha"] = "fifo"
+    metric: str | None = Field(None, description="metric ASHA compares; defaults to search.optuna.metric")
+    mode: Literal["min", "max"] | None = None
+    grace_period: int = Field(1, ge=1, description="validations every trial gets before it can be stopped")
+    reduction_factor: float = Field(3.0, gt=1.0)
+    max_t: int | None = Field(None, ge=1, description="validations of a full trial (default: from train.max_steps / train.val_every)")
+
+
+class OptunaConfig(StrictModel):
+    """TPE through Ray Tune's OptunaSearch; one study per grid cell."""
+
+    metric: str
+    mode: Literal["min", "max"]
+    storage: str | None = Field(None, description="Optuna storage URL (default sqlite:///<sweep dir>/optuna.db)")
+    sampler_seed: int | None = 0
+
+
+class SearchConfig(StrictModel):
+    """What varies across trials (see the module docstring)."""
+
+    mode: Literal["grid", "random", "optuna"] = "grid"
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    cells: list[dict[str, Any]] = Field(default_factory=list)
+    seeds: list[int] | None = None
+    distributions: dict[str, DistributionConfig] = Field(default_factory=dict)
+    num_samples: int = Field(1, ge=1, description="random draws / Optuna trials per cell")
+    random_seed: int = Field(0, description="seed of the random mode's draws")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    optuna: OptunaConfig | None = None
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _flatten_grid(cls, value: Any) -> Any:
+        # Accept both `loss.lambda_neural: [...]` and nested `loss: {lambda_neural: [...]}`.
+        if not isinstance(value, dict):
+            return value
+        flat: dict[str, Any] = {}
+        for key, sub in value.items():
+            if isinstance(sub, dict):
+                for inner, leaf in cls._flatten_grid(sub).items():
+                    flat[f"{key}.{inner}"] = leaf
+            else:
+                flat[str(key)] = sub
+        return flat
+
+    @field_validator("distributions", mode="before")
+    @classmethod
+    def _parse_distributions(cls, value: Any) -> Any:
+        # Parse each entry here so an error names its dotted key, not just the distribution.
+        if not isinstance(value, dict):
+            return value
+        parsed: dict[str, DistributionConfig] = {}
+        for key, spec in value.items():
+            if isinstance(spec, DistributionConfig):
+                parsed[key] = spec
+                continue
+            if not isinstance(spec, dict):
+                raise ValueError(f"search.distributions.{key}: expected a mapping such as {{uniform: [0.1, 1.0]}}, got {spec!r}")
+            try:
+                parsed[key] = DistributionConfig.model_validate(spec)
+            except ValidationError as err:
+                raise ValueError(f"search.distributions.{key}: {format_validation_error(err, DistributionConfig)}") from None
+        return parsed
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchConfig:
+        for key, values in self.grid.items():
+            if not values:
+                raise ValueError(f"search.grid.{key}: give at least one value")
+        cell_keys = {k for cell in self.cells for k in cell}
+        overlaps = [("search.grid", set(self.grid)), ("search.cells", cell_keys), ("search.distributions", set(self.distributions))]
+        for i, (name_a, keys_a) in enumerate(overlaps):
+            for name_b, keys_b in overlaps[i + 1 :]:
+                both = sorted(keys_a & keys_b)
+                if both:
+                    raise ValueError(f"{name_a} and {name_b} both set {', '.join(both)}: set each key in one place")
+        for where, keys in overlaps:
+            bad = sorted(k for k in keys if k.split(".")[0] not in TRIAL_BLOCKS)
+            if bad:
+                raise ValueError(f"{where}.{bad[0]}: not a trial key; keys start with one of {', '.join(TRIAL_BLOCKS)}")
+        if self.seeds is not None:
+            if not self.seeds:
+                raise ValueError("search.seeds: give at least one seed (or leave it out)")
+            if any("train.seed" in keys for _, keys in overlaps):
+                raise ValueError("search.seeds repeats over train.seed: do not also set train.seed in grid, cells or distributions")
+        if self.mode == "grid":
+            if self.distributions:
+                raise ValueError("search.distributions needs search.mode random or optuna (mode is grid)")
+            if self.num_samples != 1:
+                raise ValueError("search.num_samples > 1 repeats identical grid trials: use search.seeds for repeats, "
+                                 "or search.mode random")
+        elif not self.distributions:
+            raise ValueError(f"search.mode {self.mode} needs search.distributions (what to sample)")
+        if self.mode == "optuna":
+            if self.optuna is None:
+                raise ValueError("search.mode optuna needs a search.optuna block with metric and mode")
+            check_metric(self.optuna.metric, "search.optuna.metric")
+        elif self.optuna is not None:
+            raise ValueError(f"search.optuna is only used with search.mode optuna (mode is {self.mode})")
+        sched = self.scheduler
+        if sched.type == "asha":
+            if sched.metric is None and self.optuna is not None:
+                sched.metric, sched.mode = self.optuna.metric, self.optuna.mode
+            if sched.metric is None or sched.mode is None:
+                raise ValueError("search.scheduler: asha needs metric and mode (e.g. metric: psnr, mode: max)")
+            check_metric(sched.metric, "search.scheduler.metric")
+        return self
+
+
+class ResourcesConfig(StrictModel):
+    """Per-trial resources: `workers` DDP ranks, each with `cpus_per_worker` and `gpus_per_worker`."""
+
+    workers: int = Field(1, ge=1, description="DDP world size per trial (1: the loop runs in the Tune trial process)")
+    gpus_per_worker: float = Field(0.0, ge=0.0, description="a fraction below 1 only with one worker")
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    accelerator_type: str | None = Field(None, description="e.g. A100; trials run only on nodes of that type")
+
+
+class TrackingConfig(StrictModel):
+    """Where trials are tracked (consumed by the MLflow integration)."""
+
+    uri: str | None = Field(None, description="MLflow tracking URI (default: sqlite:///<storage>/mlflow.db, one store for every sweep under --storage)")
+    experiment: str | None = Field(None, description="MLflow experiment (default: the sweep name)")
+
+
+class FailureConfig(StrictModel):
+    max_failures: int = Field(1, ge=-1, description="retries of a failed trial (and of a DDP worker group); -1 = forever")
+
+
+class CheckpointConfig(StrictModel):
+    num_to_keep: int = Field(2, ge=1, description="newest checkpoints kept per trial in the sweep storage")
+
+
+class SweepConfig(StrictModel):
+    """A whole sweep. `trial` is the raw base trial mapping (validated per expanded trial)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    trial: dict[str, Any] = Field(default_factory=dict)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    failure: FailureConfig = Field(default_factory=FailureConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-serialisable mapping that :func:`sweep_from_dict` reads back unchanged."""
+        return self.model_dump(mode="json", exclude_none=False)
+
+
+# ------------------------------------------------------------------------------ overrides
+SINGLE_KEY_PARENTS = ("search.grid.", "search.distributions.")
+
+
+def apply_sweep_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to a raw sweep mapping in place.
+
+    Keys starting with a trial block (``train.max_steps=40``) go under ``trial``; others address the
+    sweep file (``resources.workers=2``, ``search.seeds=[0,1]``). Under ``search.grid.`` and
+    ``search.distributions.`` the rest of the key is one dotted trial key
+    (``search.grid.objective.beta=[0.5,1]``).
+    """
+    for text in overrides:
+        key, value = parse_override(text)
+        if key.split(".")[0] in TRIAL_BLOCKS:
+            key = f"trial.{key}"
+        parent = next((p for p in SINGLE_KEY_PARENTS if key.startswith(p)), None)
+        if parent is not None:
+            node = raw
+            for part in parent.rstrip(".").split("."):
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    child = node[part] = {}
+                node = child
+            node[key[len(parent):]] = value
+        else:
+            if raw.get("trial") is None and key.startswith("trial."):
+                raw["trial"] = {}
+            set_dotted(raw, key, value)
+    return raw
+
+
+def sweep_from_dict(raw: dict[str, Any], source: str = "the sweep") -> SweepConfig:
+    """Validate a raw sweep mapping (structure and every expanded trial); errors name `source`."""
+    # Validation of every trial lives beside the expansion (which imports this module).
+    from raysweep.tune.resources import check_trials_fit
+    from raysweep.tune.space import check_generated_data, expand_sweep
+
+    raw = copy.deepcopy(raw)
+    if "trial" in raw and raw["trial"] is None:
+        raw["trial"] = {}
+    try:
+        if "name" not in raw:
+            raise RaysweepError("name: required: give the sweep a name (e.g. name: my_sweep)")
+        sweep = validate_model(SweepConfig, raw)
+        expanded = expand_sweep(sweep)
+        check_trials_fit(expanded, sweep.resources)
+        check_generated_data(expanded)
+    except RaysweepError as err:
+        raise RaysweepError(f"{source}: {err}") from None
+    return sweep
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None, name: str | None = None) -> SweepConfig:
+    """Read a sweep YAML, apply ``--set`` overrides and ``--name``, validate everything."""
+    raw = read_yaml(path)
+    if "trial" not in raw:
+        raise RaysweepError(f"{path}: not a sweep file (no `trial` block); `raysweep train` runs a single trial file")
+    apply_sweep_overrides(raw, overrides or [])
+    if name is not None:
+        raw["name"] = name
+    return sweep_from_dict(raw, source=str(path))
+
+
+def dump_sweep(sweep: SweepConfig) -> str:
+    """The resolved sweep as YAML text (written as ``sweep.yaml`` in the sweep directory)."""
+    return yaml.safe_dump(sweep.to_dict(), sort_keys=False)

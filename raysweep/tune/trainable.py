@@ -1,0 +1,222 @@
+"""The Tune trial: one training run of the sweep.
+
+- One worker: :func:`run_trial` calls the training loop in the Tune trial process. Every
+  validation becomes ``tune.report(metrics, checkpoint)``; a restarted or resumed trial continues
+  from ``tune.get_checkpoint()``.
+- Several workers: :func:`run_trial` is a thin driver that builds a Ray Train v2 ``TorchTrainer``
+  (DDP over NCCL on GPUs, gloo on CPUs) whose workers run the same loop and call
+  ``ray.train.report``; Ray's ``TuneReportCallback`` forwards rank 0's reports to this trial. The
+  Train run is stored under the trial's directory with a fixed name, so a retried or resumed
+  trial's TorchTrainer continues from the run's newest checkpoint.
+
+A run whose loss turns non-finite ends with a last report ``{"diverged": 1, "status":
+"diverged", ...}``: the trial finishes normally (it is recorded, the sweep goes on). Every other
+report carries ``diverged: 0``.
+
+Outputs of the loop (``metrics.jsonl``, ``final.json``, ``config.yaml``, plots) go to
+``<sweep dir>/<trial id>/train/`` when the sweep is stored on a local or shared filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raysweep.tune.resources import ResourcePlan
+
+TRIAL_OUTPUT_DIR = "train"  # the loop's outputs inside a trial's directory
+RAY_TRAIN_RUN_NAME = "ray_train"  # the TorchTrainer run inside a trial's directory
+# Listed first, so Tune's progress table (which shows the first four metrics) shows these.
+TABLE_METRICS = ("rate", "distortion_sse", "psnr", "anisotropy")
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a sweep needs besides its own config (passed with ``tune.with_parameters``).
+
+    Attributes:
+        sweep_dir: the sweep's directory (Tune experiment path): a local path or a URI.
+        sweep_name: the sweep's name.
+        plan: the resource plan.
+        max_failures: retries of a DDP worker group inside a trial.
+        num_to_keep: checkpoints a DDP trial's Train run keeps.
+    """
+
+    sweep_dir: str
+    sweep_name: str
+    plan: ResourcePlan
+    max_failures: int
+    num_to_keep: int
+
+
+def is_uri(path: str) -> bool:
+    """True for ``s3://...``, ``gs://...`` and other non-local storage."""
+    return "://" in path and not path.startswith("file://")
+
+
+def trial_dir(sweep_dir: str, trial_id: str) -> str:
+    """A trial's directory in the sweep's storage (also Tune's trial directory name)."""
+    return f"{sweep_dir.rstrip('/')}/{trial_id}"
+
+
+def trial_output_dir(ctx: TrialContext, trial_id: str) -> Path:
+    """Where the training loop writes: in the trial directory when storage is a filesystem, else a
+    local scratch folder (the MLflow integration logs its artifacts)."""
+    if not is_uri(ctx.sweep_dir):
+        return Path(trial_dir(ctx.sweep_dir.removeprefix("file://"), trial_id)) / TRIAL_OUTPUT_DIR
+    return Path(tempfile.gettempdir()) / "raysweep" / ctx.sweep_name / trial_id / TRIAL_OUTPUT_DIR
+
+
+def order_metrics(metrics: dict[str, Any], diverged: int = 0) -> dict[str, Any]:
+    """The loop's metrics with the table's metrics first and the ``diverged`` flag added."""
+    ordered = {k: metrics[k] for k in TABLE_METRICS if k in metrics}
+    ordered.update((k, v) for k, v in metrics.items() if k not in ordered)
+    ordered["diverged"] = diverged
+    return ordered
+
+
+def diverged_report(final: dict[str, Any]) -> dict[str, Any]:
+    """The last report of a diverged run: its final summary's numbers, ``diverged: 1``, the status."""
+    numbers = {k: v for k, v in final.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    report = order_metrics(numbers, diverged=1)
+    report["status"] = "diverged"
+    return report
+
+
+def clear_previous_attempt(out_dir: Path) -> None:
+    """Remove what an earlier attempt of this trial left in `out_dir` before it reported a
+    checkpoint: the trial restarts from scratch, so its metrics log must too."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _quiet_checkpoint_logs() -> None:
+    # Ray logs one INFO line per persisted checkpoint from every trial; the progress table suffices.
+    import logging
+
+    for name in ("ray.train._internal.storage", "ray.train._internal.session", "ray.tune.trainable.trainable"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _set_threads(cpus: float) -> None:
+    # Several busy processes share the cores: more intra-op threads than reserved CPUs thrash.
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+# --------------------------------------------------------------------------- one worker
+def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """The function trainable of every sweep (see the module docstring)."""
+    from ray import tune
+
+    from raysweep.tune.space import trial_config_from_params
+
+    _quiet_checkpoint_logs()
+    cfg = trial_config_from_params(config)
+    trial_id = tune.get_context().get_trial_id()
+    out_dir = trial_output_dir(ctx, trial_id)
+    if ctx.plan.uses_trainer:
+        _run_torch_trainer(cfg.to_dict(), out_dir, ctx, trial_id)
+        return
+    _set_threads(ctx.plan.cpus_per_worker)
+    final = _train_in_process(cfg, out_dir)
+    if final["status"] == "diverged":
+        tune.report(diverged_report(final))
+
+
+def _train_in_process(cfg: Any, out_dir: Path) -> dict[str, Any]:
+    from ray import tune
+
+    from raysweep.train.loop import train
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        if checkpoint_dir is None:
+            tune.report(order_metrics(metrics))
+            return
+        tune.report(order_metrics(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        # Tune has copied the checkpoint into the trial's storage; the loop's copy is redundant.
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        clear_previous_attempt(out_dir)
+        return train(cfg, out_dir, report=report, progress=False)
+    with checkpoint.as_directory() as resume_from:
+        return train(cfg, out_dir, report=report, resume_from=resume_from, progress=False)
+
+
+# ---------------------------------------------------------------------------- DDP workers
+def _torch_trainer_worker(loop_config: dict[str, Any]) -> None:
+    """Runs in every Ray Train worker: the training loop under the process group Ray set up."""
+    import ray.train
+
+    from raysweep.config import trial_config_from_dict
+    from raysweep.train.loop import train
+
+    _set_threads(loop_config["cpus_per_worker"])
+    cfg = trial_config_from_dict(loop_config["trial"])
+    _use_ray_train_device()
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        checkpoint = None if checkpoint_dir is None else ray.train.Checkpoint.from_directory(str(checkpoint_dir))
+        ray.train.report(order_metrics(metrics), checkpoint=checkpoint,
+                         delete_local_checkpoint_after_upload=checkpoint is not None)
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        if ray.train.get_context().get_world_rank() == 0:
+            clear_previous_attempt(Path(loop_config["out_dir"]))
+        final = train(cfg, loop_config["out_dir"], report=report, progress=False)
+    else:
+        with checkpoint.as_directory() as resume_from:
+            final = train(cfg, loop_config["out_dir"], report=report, resume_from=resume_from, progress=False)
+    if final["status"] == "diverged":
+        # Every rank sees the same (all-reduced) loss, so every rank reports: report is a barrier.
+        ray.train.report(diverged_report(final))
+
+
+def _use_ray_train_device() -> None:
+    """Point the loop at the GPU Ray Train assigned to this worker.
+
+    The loop picks ``cuda:<LOCAL_RANK>``; Ray Train makes every GPU of the node's workers visible
+    to each of them, and the one it assigned need not sit at the local rank's index.
+    """
+    import ray.train.torch
+    import torch
+
+    device = ray.train.torch.get_device()
+    if device.type == "cuda" and device.index is not None:
+        os.environ["LOCAL_RANK"] = str(device.index)
+        torch.cuda.set_device(device)
+
+
+def _run_torch_trainer(trial: dict[str, Any], out_dir: Path, ctx: TrialContext, trial_id: str) -> None:
+    """Run the trial as a DDP job of ``plan.workers`` Ray Train workers and wait for it."""
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    plan = ctx.plan
+    trainer = TorchTrainer(
+        _torch_trainer_worker,
+        train_loop_config={"trial": trial, "out_dir": str(out_dir), "cpus_per_worker": plan.cpus_per_worker},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=plan.workers, use_gpu=plan.use_gpu, resources_per_worker=plan.worker_resources(),
+            accelerator_type=plan.accelerator_type, placement_strategy="STRICT_PACK",
+        ),
+        run_config=ray.train.RunConfig(
+            # The same (storage_path, name) on every attempt: a retried trial resumes the run.
+            name=RAY_TRAIN_RUN_NAME,
+            storage_path=trial_dir(ctx.sweep_dir, trial_id),
+            failure_config=ray.train.FailureConfig(max_failures=ctx.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=ctx.num_to_keep),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()

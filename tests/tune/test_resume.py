@@ -1,0 +1,98 @@
+"""Kill a sweep's driver, then `raysweep resume`: the sweep completes and finished trials are not rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tune_helpers import tiny_sweep, write_sweep
+
+from raysweep.cli import main
+
+pytestmark = pytest.mark.slow
+RAYSWEEP = str(Path(sys.executable).with_name("raysweep"))
+
+
+def _trial_states(sweep_dir: Path) -> dict[str, str]:
+    """Trial id -> status in the newest Tune experiment state ({} while none is readable)."""
+    files = sorted(sweep_dir.glob("experiment_state-*.json"))
+    if not files:
+        return {}
+    try:
+        state = json.loads(files[-1].read_text())
+    except (OSError, json.JSONDecodeError):  # being rewritten right now
+        return {}
+    return {json.loads(t)["trial_id"]: json.loads(t)["status"] for t, _ in state["trial_data"]}
+
+
+def _fingerprint(trial_dir: Path) -> dict[str, object]:
+    """The loop's outputs byte for byte with their modification times, and Tune's result log
+    (which Tune re-syncs on restore, so only its content counts: a rerun would append to it)."""
+    outputs = [trial_dir / "train" / "metrics.jsonl", trial_dir / "train" / "final.json"]
+    found: dict[str, object] = {f.name: (f.read_bytes(), f.stat().st_mtime_ns) for f in outputs}
+    found["result.json"] = (trial_dir / "result.json").read_bytes()
+    return found
+
+
+SEARCHES = {
+    "grid": {"grid": {"objective.beta": [0.5, 1.0, 2.0]}, "seeds": [0, 1]},
+    # Two Optuna studies (one per cell) of 3 trials each, in the sweep's SQLite storage.
+    "optuna": {"mode": "optuna", "grid": {"objective.beta": [0.5, 2.0]}, "num_samples": 3,
+               "distributions": {"train.lr": {"loguniform": [1e-3, 1e-2]}}, "optuna": {"metric": "psnr", "mode": "max"}},
+}
+
+
+@pytest.mark.parametrize("mode", list(SEARCHES))
+def test_resume_after_the_driver_is_killed(ray_address: str, tmp_path: Path, mode: str) -> None:
+    raw = tiny_sweep("resumable", search=SEARCHES[mode])
+    raw["trial"]["train"].update(max_steps=60, val_every=20)
+    path = write_sweep(tmp_path, raw)
+    sweep_dir = tmp_path / "runs" / "resumable"
+    log = tmp_path / "driver.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen(
+            [RAYSWEEP, "sweep", str(path), "--storage", str(tmp_path / "runs"), "--address", ray_address],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and driver.poll() is None:
+            if sum(s == "TERMINATED" for s in _trial_states(sweep_dir).values()) >= 2:
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, f"the driver ended before it could be killed:\n{log.read_text()[-3000:]}"
+        finished_before = [t for t, s in _trial_states(sweep_dir).items() if s == "TERMINATED"]
+        before = {t: _fingerprint(sweep_dir / t) for t in finished_before}
+        os.kill(driver.pid, signal.SIGKILL)
+    finally:
+        if driver.poll() is None:
+            os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=60)
+    assert 2 <= len(finished_before) < 6
+
+    assert main(["resume", str(sweep_dir)]) == 0
+
+    states = _trial_states(sweep_dir)
+    assert len(states) == 6 and set(states.values()) == {"TERMINATED"}
+    for trial in finished_before:
+        assert _fingerprint(sweep_dir / trial) == before[trial], f"finished trial {trial} was rerun"
+    for trial in states:
+        final = json.loads((sweep_dir / trial / "train" / "final.json").read_text())
+        assert final["status"] == "finished" and final["step"] == 60
+        steps = [json.loads(line)["step"] for line in (sweep_dir / trial / "train" / "metrics.jsonl").read_text().splitlines()]
+        assert steps == [20, 40, 60], f"trial {trial} logged {steps}"
+    if mode == "optuna":
+        import optuna
+
+        storage = f"sqlite:///{sweep_dir}/optuna.db"
+        for summary in optuna.get_all_study_summaries(storage):
+            trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+            complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+            assert len(complete) == 3, [(t.number, t.state.name) for t in trials]
+            assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
