@@ -12,8 +12,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raysweep.errors import RaysweepError
+
+if TYPE_CHECKING:
+    from raysweep.tune.run import SweepOutcome
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 1
@@ -45,12 +49,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="write table.json, table.md and figure7.png here")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
 
+    _add_sweep_commands(sub)
+
     p = sub.add_parser("weights", help="list the pretrained files each loss needs and whether they are present")
     p.add_argument("--weights-dir", type=Path, default=None, help="folder to look in first (as loss.weights_dir)")
     p.add_argument("--download", action="store_true",
                    help="download the missing files into --weights-dir (needs internet)")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("report", help="frontier report (rate-distortion, anisotropy) of an MLflow experiment as HTML")
+    p.add_argument("--experiment", required=True, help="MLflow experiment name (default of a sweep: its name)")
+    _add_store(p)
+    p.add_argument("--out", type=Path, required=True, help="folder for index.html, report.css and plots/")
+    p.add_argument("--ui-url", default=None, help="MLflow UI base URL for run links (default: the server, or "
+                   "http://127.0.0.1:5000 where `raysweep ui` listens)")
+    p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+
+    p = sub.add_parser("ui", help="MLflow UI on a sweep's tracking store, bound to 127.0.0.1")
+    p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    _add_store(p)
     return parser
+
+
+def _add_store(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--storage", type=Path, default=None, help="the sweep's storage folder (holds mlflow.db)")
+    group.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (sqlite:///... or http://host:port)")
+
+
+def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
+    """`validate`, `sweep` and `resume` (implemented in raysweep/tune/)."""
+    p = sub.add_parser("validate", help="check a sweep YAML completely and print its trials and resource plan (no Ray)")
+    p.add_argument("sweep", type=Path, help="sweep YAML")
+    _add_set(p)
+    p.add_argument("--name", default=None, help="override the sweep's name")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--cluster", type=Path, default=None, metavar="CLUSTER.yaml",
+                       help="plan against the node types of a `ray up` cluster file (default: this machine)")
+    where.add_argument("--address", default=None, help="plan against a running Ray cluster (connects, starts nothing)")
+
+    p = sub.add_parser("sweep", help="run a sweep on Ray Tune (local Ray, or --address auto under `ray job submit`)")
+    p.add_argument("sweep", type=Path, help="sweep YAML")
+    _add_set(p)
+    p.add_argument("--name", default=None, help="sweep name (default: the file's `name`); the directory is STORAGE/NAME")
+    p.add_argument("--storage", default=None,
+                   help="where sweep directories go: a path (default ./runs) or a URI (s3://, gs://) shared by all nodes")
+    p.add_argument("--address", default=None, help="Ray cluster to join (`auto`: the one this runs on); default: start local Ray")
+
+    p = sub.add_parser("resume", help="continue an interrupted sweep from its directory (finished trials are kept)")
+    p.add_argument("sweep_dir", help="the sweep directory, STORAGE/NAME (e.g. runs/quickstart)")
+    p.add_argument("--address", default=None, help="Ray cluster to join (`auto`: the one this runs on); default: start local Ray")
 
 
 # ------------------------------------------------------------------------------------- train
@@ -169,7 +217,57 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "toy": cmd_toy, "weights": cmd_weights}
+# ---------------------------------------------------------------------------- sweeps (Ray Tune)
+def cmd_validate(args: argparse.Namespace) -> int:
+    from raysweep.tune.validate import validate_sweep
+
+    print(validate_sweep(args.sweep, args.overrides, name=args.name, address=args.address, cluster_file=args.cluster))
+    return 0
+
+
+def _print_outcome(outcome: SweepOutcome) -> int:
+    from raysweep.tune.run import format_outcome, load_sweep_dir, optuna_storage_url
+
+    print(format_outcome(outcome, optuna_storage_url(load_sweep_dir(outcome.sweep_dir), outcome.sweep_dir)))
+    return 0 if outcome.complete else 1
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from raysweep.tune.run import run_sweep
+    from raysweep.tune.sweep_config import load_sweep
+
+    sweep = load_sweep(args.sweep, args.overrides, name=args.name)
+    return _print_outcome(run_sweep(sweep, storage=args.storage, address=args.address))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from raysweep.tune.run import resume_sweep
+
+    return _print_outcome(resume_sweep(args.sweep_dir, address=args.address))
+
+
+# ------------------------------------------------------------------------------- report, ui
+def cmd_report(args: argparse.Namespace) -> int:
+    from raysweep.frontier.report import build_report
+    from raysweep.tracking.store import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri, args.storage)
+    index = build_report(args.experiment, uri, args.out, ui_url=args.ui_url, log_to_mlflow=not args.no_log)
+    print(f"report: open {index.resolve().as_uri()}")
+    print(f"MLflow UI: raysweep ui --tracking-uri {uri}" if not uri.startswith("http") else f"MLflow UI: {uri}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from raysweep.tracking.ui import run_ui
+
+    return run_ui(args.tracking_uri, args.storage, port=args.port)
+
+
+COMMANDS = {
+    "train": cmd_train, "toy": cmd_toy, "weights": cmd_weights, "report": cmd_report, "ui": cmd_ui,
+    "validate": cmd_validate, "sweep": cmd_sweep, "resume": cmd_resume,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,237 @@
+"""The frontier report's figures, per dataset x model x neural loss (matplotlib, Agg backend).
+
+(a) rate-distortion frontier: per-pixel MSE against rate (nats), one curve per lambda across beta,
+    the Pareto-optimal runs ringed and joined (paper figure 3);
+(b) final rate against lambda at each fixed beta (paper figure 4);
+(c) mean per-sample anisotropy against lambda at each matched rate target (GECO runs), error bars
+    the spread (standard deviation) over seeds (paper figure 5);
+(d) sorted posterior variance profiles at a matched rate (paper figure 1).
+
+Runs whose neural loss is ``none`` are pure pixel SSE, i.e. lambda = 0 of every neural loss: they
+join each neural-loss group of their dataset and model as its lambda = 0 curve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+
+from raysweep.frontier.pareto import pareto_front  # noqa: E402
+
+DPI = 110
+FIGSIZE = (6.0, 4.2)
+MSE_LABEL = "distortion: per-pixel MSE (images in [-1, 1])"
+RATE_LABEL = "rate: KL (nats)"
+LAMBDA_LABEL = "lambda (neural share of the distortion)"
+
+
+@dataclass
+class Figure:
+    """One figure of a group: its kind (a-d), title, file name (None when there was nothing to
+    draw) and, then, why."""
+
+    kind: str
+    title: str
+    file: str | None
+    note: str = ""
+
+
+def groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, runs) per dataset x model x neural loss (x pixel loss when not plain SSE), with the
+    ``none`` runs of a dataset x model added to each of its neural-loss groups as lambda = 0."""
+    runs = runs.copy()
+    runs["pixel_loss"] = runs["pixel_loss"].fillna("sse")
+    out: list[tuple[str, pd.DataFrame]] = []
+    for (dataset, model, pixel), block in runs.groupby(["dataset", "model", "pixel_loss"], sort=True):
+        plain = block[block["loss"] == "none"].assign(lambda_neural=0.0)
+        neural = sorted(set(block["loss"]) - {"none"})
+        suffix = "" if pixel == "sse" else f" / pixel loss {pixel}"
+        for loss in neural or ["none"]:
+            own = block[block["loss"] == loss] if loss != "none" else plain
+            members = pd.concat([own, plain]) if loss != "none" else own
+            out.append((f"{dataset} / {model} / {loss}{suffix}", members.drop_duplicates("run_id")))
+    return out
+
+
+def slug(title: str) -> str:
+    """A file-name-safe form of a group title."""
+    return "".join(c if c.isalnum() else "_" for c in title).strip("_").lower()
+
+
+def _colours(values: list[float]) -> dict[float, tuple]:
+    cmap = plt.get_cmap("viridis")
+    n = max(1, len(values) - 1)
+    return {v: cmap(0.9 * i / n) for i, v in enumerate(values)}
+
+
+def _finite(frame: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    ok = np.ones(len(frame), dtype=bool)
+    for col in cols:
+        ok &= np.isfinite(frame[col].to_numpy(dtype=float))
+    return frame[ok]
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def _log_if_wide(ax: Axes, values: np.ndarray) -> None:
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values) > 1 and values.max() / values.min() > 20:
+        ax.set_yscale("log")
+
+
+def plot_rd_frontier(runs: pd.DataFrame, path: Path, title: str) -> str:
+    """(a) per-pixel MSE against rate; returns '' when drawn, else why not."""
+    points = _finite(runs, "rate", "mse")
+    if points.empty:
+        return "no run with a finite final rate and MSE"
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    colours = _colours(sorted(points["lambda_neural"].dropna().unique()))
+    for lam, colour in colours.items():
+        at = points[points["lambda_neural"] == lam]
+        fixed = at[~at["geco"]].groupby("beta", as_index=False)[["rate", "mse"]].mean().sort_values("beta")
+        if not fixed.empty:
+            ax.plot(fixed["rate"], fixed["mse"], "-o", color=colour, label=f"lambda={lam:g}", markersize=5)
+            for _, row in fixed.iterrows():
+                ax.annotate(f"β={row['beta']:g}", (row["rate"], row["mse"]), fontsize=7, color=colour,
+                            xytext=(3, 3), textcoords="offset points")
+        geco = at[at["geco"]].sort_values("rate")
+        if not geco.empty:
+            ax.plot(geco["rate"], geco["mse"], "D", color=colour, markersize=5, label=f"lambda={lam:g}, GECO")
+    front = pareto_front(points)
+    ax.plot(front["rate"], front["mse"], "--", color="0.3", linewidth=1, zorder=1)
+    ax.scatter(front["rate"], front["mse"], s=110, facecolors="none", edgecolors="crimson", linewidths=1.4,
+               label="Pareto-optimal", zorder=3)
+    _log_if_wide(ax, points["mse"].to_numpy(dtype=float))
+    ax.set_xlabel(RATE_LABEL)
+    ax.set_ylabel(MSE_LABEL)
+    ax.set_title(f"(a) rate-distortion frontier\n{title}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return ""
+
+
+def _mean_std(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    stats = frame.groupby(by)[value].agg(["mean", "std", "count"]).reset_index()
+    stats["std"] = stats["std"].fillna(0.0)
+    return stats
+
+
+def plot_rate_vs_lambda(runs: pd.DataFrame, path: Path, title: str) -> str:
+    """(b) final rate against lambda, one line per fixed beta (mean +- std over seeds)."""
+    fixed = _finite(runs[~runs["geco"]], "rate", "lambda_neural", "beta")
+    if fixed.empty:
+        return "no fixed-beta runs in this group"
+    stats = _mean_std(fixed, ["beta", "lambda_neural"], "rate")
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    cmap = plt.get_cmap("plasma")
+    betas = sorted(stats["beta"].unique())
+    for i, beta in enumerate(betas):
+        line = stats[stats["beta"] == beta].sort_values("lambda_neural")
+        ax.errorbar(line["lambda_neural"], line["mean"], yerr=line["std"], fmt="-o", capsize=3, markersize=5,
+                    color=cmap(0.85 * i / max(1, len(betas) - 1)), label=f"β={beta:g}")
+    ax.set_xlabel(LAMBDA_LABEL)
+    ax.set_ylabel("final rate: KL (nats)")
+    ax.set_title(f"(b) rate against lambda at fixed beta\n{title}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, title="KL weight", title_fontsize=7)
+    _save(fig, path)
+    return ""
+
+
+def plot_anisotropy_vs_lambda(runs: pd.DataFrame, path: Path, title: str) -> str:
+    """(c) mean anisotropy against lambda per GECO rate target (mean +- std over seeds)."""
+    geco = _finite(runs[runs["geco"]], "anisotropy", "lambda_neural", "target_rate")
+    if geco.empty:
+        return "no GECO (matched-rate) runs in this group: run a sweep with objective.geco.target_rate"
+    stats = _mean_std(geco, ["target_rate", "lambda_neural"], "anisotropy")
+    achieved = geco.groupby("target_rate")["rate"].mean()
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    cmap = plt.get_cmap("cividis")
+    targets = sorted(stats["target_rate"].unique())
+    for i, target in enumerate(targets):
+        line = stats[stats["target_rate"] == target].sort_values("lambda_neural")
+        seeds = int(line["count"].max())
+        ax.errorbar(line["lambda_neural"], line["mean"], yerr=line["std"], fmt="-s", capsize=3, markersize=5,
+                    color=cmap(0.85 * i / max(1, len(targets) - 1)),
+                    label=f"R*={target:g} nats (achieved {achieved[target]:.3g}; {seeds} seed{'s' * (seeds > 1)})")
+    ax.set_xlabel(LAMBDA_LABEL)
+    ax.set_ylabel("mean anisotropy  Var_j(log σ²_j)")
+    ax.set_title(f"(c) anisotropy against lambda at matched rate\n{title}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return ""
+
+
+def _matched_sets(runs: pd.DataFrame) -> tuple[list[tuple[str, pd.DataFrame]], str]:
+    """Runs to compare at one rate: per GECO target, else the run of each lambda whose rate is
+    nearest the group's median rate."""
+    geco = runs[runs["geco"] & runs["target_rate"].notna()]
+    if not geco.empty:
+        return [(f"R* = {t:g} nats", geco[geco["target_rate"] == t]) for t in sorted(geco["target_rate"].unique())], ""
+    fixed = _finite(runs, "rate")
+    if fixed.empty:
+        return [], "no run with a finite rate"
+    reference = float(fixed["rate"].median())
+    nearest = fixed.loc[(fixed["rate"] - reference).abs().groupby(fixed["lambda_neural"]).idxmin()]
+    return [(f"nearest to {reference:.3g} nats (no GECO runs)", nearest)], ""
+
+
+def plot_variance_profiles(runs: pd.DataFrame, profiles: dict[str, np.ndarray], path: Path, title: str) -> str:
+    """(d) sorted mean posterior variance per latent coordinate, one line per run, coloured by lambda."""
+    sets, why = _matched_sets(runs[runs["run_id"].isin(profiles.keys())])
+    if not sets:
+        return why or "no variance_profile.csv artifacts in this group"
+    sets = sets[:4]
+    fig, axes = plt.subplots(1, len(sets), figsize=(FIGSIZE[0] * (0.75 + 0.5 * len(sets)) / 1.25, FIGSIZE[1]),
+                             squeeze=False, sharey=True)
+    colours = _colours(sorted(runs["lambda_neural"].dropna().unique()))
+    for ax, (label, members) in zip(axes[0], sets, strict=True):
+        seen: set[float] = set()
+        for _, row in members.sort_values("lambda_neural").iterrows():
+            values = profiles[row["run_id"]]
+            lam = row["lambda_neural"]
+            ax.plot(np.arange(len(values)), values, "-o", markersize=3, color=colours.get(lam, "k"),
+                    label=f"lambda={lam:g} (rate {row['rate']:.3g})" if lam not in seen else None)
+            seen.add(lam)
+        ax.set_yscale("log")
+        ax.set_xlabel("latent coordinate (sorted by variance)")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("mean posterior variance σ²")
+    fig.suptitle(f"(d) sorted variance profiles at a matched rate\n{title}", fontsize=10)
+    _save(fig, path)
+    return ""
+
+
+def draw_group(runs: pd.DataFrame, profiles: dict[str, np.ndarray], folder: Path, title: str) -> list[Figure]:
+    """The four figures of one group, written as ``folder/<group>_<kind>.png``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = slug(title)
+    makers: list[tuple[str, str, Callable[[Path], str]]] = [
+        ("a", "Rate-distortion frontier", lambda p: plot_rd_frontier(runs, p, title)),
+        ("b", "Rate against lambda at fixed beta", lambda p: plot_rate_vs_lambda(runs, p, title)),
+        ("c", "Anisotropy against lambda at matched rate", lambda p: plot_anisotropy_vs_lambda(runs, p, title)),
+        ("d", "Sorted variance profiles at a matched rate", lambda p: plot_variance_profiles(runs, profiles, p, title)),
+    ]
+    figures = []
+    for kind, caption, make in makers:
+        name = f"{base}_{kind}.png"
+        note = make(folder / name) if not runs.empty else "no finished runs in this group yet"
+        figures.append(Figure(kind, caption, None if note else name, note))
+    return figures

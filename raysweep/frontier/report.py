@@ -1,0 +1,188 @@
+"""``raysweep report``: the frontier dashboard of one MLflow experiment as a static HTML page.
+
+``DIR/index.html`` (from the template ``dashboards/report.html`` and ``dashboards/report.css``)
+shows, per dataset x model x neural loss, the four figures of :mod:`raysweep.frontier.plots`
+(``DIR/plots/*.png``, referenced relatively so the page works from file:// with no server) and a
+table of runs linking to their MLflow pages. The report is also logged as artifacts (``report/``)
+of each sweep's parent run in the experiment.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import shutil
+import string
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from raysweep.errors import RaysweepError
+from raysweep.frontier.collect import Collected, collect_runs, load_variance_profiles
+from raysweep.frontier.pareto import pareto_mask
+from raysweep.frontier.plots import Figure, draw_group, groups, slug
+from raysweep.tracking.store import make_client, ui_run_url
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
+TEMPLATE, STYLESHEET = "report.html", "report.css"
+DEFAULT_UI_URL = "http://127.0.0.1:5000"
+PLOTS = "plots"
+
+#: Table columns: (header, frame column, number format or None for text).
+COLUMNS: list[tuple[str, str, str | None]] = [
+    ("status", "status", None), ("dataset", "dataset", None), ("model", "model", None), ("loss", "loss", None),
+    ("pixel", "pixel_loss", None), ("λ", "lambda_neural", "{:g}"), ("β", "beta", "{:g}"),
+    ("R* (nats)", "target_rate", "{:g}"), ("seed", "seed", "{:.0f}"), ("step", "step", "{:.0f}"),
+    ("rate (nats)", "rate", "{:.4g}"), ("MSE / pixel", "mse", "{:.4g}"), ("PSNR (dB)", "psnr", "{:.3g}"),
+    ("anisotropy", "anisotropy", "{:.4g}"), ("agg. anisotropy", "aggregated_anisotropy", "{:.4g}"),
+    ("active units", "active_units", "{:.0f}"), ("final β", "final_beta", "{:.4g}"),
+]
+
+
+@dataclass
+class Group:
+    """One dataset x model x neural loss block of the report."""
+
+    title: str
+    runs: pd.DataFrame
+    figures: list[Figure]
+
+
+def _cell(value: object, fmt: str | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if fmt is None:
+        return html.escape(str(value))
+    try:
+        return fmt.format(float(value))
+    except (TypeError, ValueError):
+        return html.escape(str(value))
+
+
+def _figure_html(figure: Figure) -> str:
+    caption = f"({figure.kind}) {html.escape(figure.title)}"
+    if figure.file is None:
+        return (f'<figure><div class="empty">{html.escape(figure.note)}</div>'
+                f"<figcaption>{caption}</figcaption></figure>")
+    src = f"{PLOTS}/{figure.file}"
+    return (f'<figure><a href="{src}"><img src="{src}" alt="{caption}"></a>'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _group_html(group: Group) -> str:
+    counts = group.runs["status"].value_counts().to_dict()
+    described = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    figures = "\n".join(_figure_html(f) for f in group.figures)
+    return (f'<section id="{slug(group.title)}">\n<h2>{html.escape(group.title)}</h2>\n'
+            f'<p class="meta">{len(group.runs)} runs ({html.escape(described)}).</p>\n'
+            f'<div class="figures">\n{figures}\n</div>\n</section>')
+
+
+def _row_html(row: pd.Series, experiment_id: str, ui_url: str, on_front: bool) -> str:
+    link = ui_run_url(ui_url, experiment_id, row["run_id"])
+    name = html.escape(str(row["run_name"] or row["run_id"]))
+    star = ' <span class="pareto" title="on the Pareto frontier of its group">★</span>' if on_front else ""
+    cells = [f'<td><a href="{html.escape(link)}">{name}</a>{star}</td>']
+    for header, column, fmt in COLUMNS:
+        value = row.get(column)
+        css = f' class="status-{html.escape(str(value))}"' if header == "status" else ""
+        cells.append(f"<td{css}>{_cell(value, fmt)}</td>")
+    return "      <tr>" + "".join(cells) + "</tr>"
+
+
+def _pareto_ids(report_groups: list[Group]) -> set[str]:
+    ids: set[str] = set()
+    for group in report_groups:
+        runs = group.runs[group.runs["status"] == "finished"]
+        mask = pareto_mask(runs["rate"].to_numpy(dtype=float), runs["mse"].to_numpy(dtype=float))
+        ids.update(runs["run_id"][mask])
+    return ids
+
+
+def _template(name: str) -> Path:
+    path = DASHBOARDS / name
+    if not path.is_file():
+        raise RaysweepError(f"the dashboard template {path} is missing: reinstall raysweep from its repository")
+    return path
+
+
+def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_url: str) -> Path:
+    """Write ``out_dir/index.html`` and its stylesheet; returns the page's path."""
+    runs = collected.runs
+    front = _pareto_ids(report_groups)
+    counts = runs["status"].value_counts().to_dict()
+    summary = f"{len(runs)} trial runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    summary += f"; {len(report_groups)} group{'s' * (len(report_groups) != 1)}."
+    if collected.tracking_uri.startswith(("http://", "https://")):
+        hint = f"Run names link to the MLflow tracking server at <code>{html.escape(ui_url)}</code>."
+    else:
+        hint = (f"Run names link to the MLflow UI at <code>{html.escape(ui_url)}</code>: start it with "
+                f"<code>raysweep ui --tracking-uri {html.escape(collected.tracking_uri)}</code>.")
+    toc = "\n".join(f'    <li><a href="#{slug(g.title)}">{html.escape(g.title)}</a></li>' for g in report_groups)
+    values = {
+        "experiment": html.escape(collected.experiment),
+        "experiment_id": html.escape(collected.experiment_id),
+        "tracking_uri": html.escape(collected.tracking_uri),
+        "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "summary": html.escape(summary),
+        "ui_hint": hint,
+        "toc": toc,
+        "groups": "\n".join(_group_html(g) for g in report_groups),
+        "table_head": "<th>run</th>" + "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in COLUMNS),
+        "table_rows": "\n".join(
+            _row_html(row, collected.experiment_id, ui_url, row["run_id"] in front) for _, row in runs.iterrows()
+        ),
+    }
+    page = string.Template(_template(TEMPLATE).read_text()).substitute(values)
+    shutil.copyfile(_template(STYLESHEET), out_dir / STYLESHEET)
+    index = out_dir / "index.html"
+    index.write_text(page)
+    return index
+
+
+def log_report(collected: Collected, out_dir: Path) -> None:
+    """Log the page, its stylesheet and figures under ``report/`` of every parent (sweep) run."""
+    client = make_client(collected.tracking_uri)
+    for run_id in collected.parent_run_ids:
+        client.log_artifact(run_id, str(out_dir / "index.html"), "report")
+        client.log_artifact(run_id, str(out_dir / STYLESHEET), "report")
+        client.log_artifacts(run_id, str(out_dir / PLOTS), f"report/{PLOTS}")
+
+
+def build_report(
+    experiment: str, tracking_uri: str, out_dir: str | Path, ui_url: str | None = None, log_to_mlflow: bool = True
+) -> Path:
+    """Draw the frontier report of `experiment` into `out_dir`; returns ``out_dir/index.html``.
+
+    Args:
+        experiment: MLflow experiment name (``--experiment``).
+        tracking_uri: its tracking store.
+        out_dir: where ``index.html``, ``report.css`` and ``plots/`` go (created).
+        ui_url: base URL of the MLflow UI for the run links (default: the tracking server for an
+            http URI, else ``http://127.0.0.1:5000``, where ``raysweep ui`` serves by default).
+        log_to_mlflow: also log the report as artifacts of the sweep's parent run(s).
+
+    Raises:
+        RaysweepError: an unknown experiment or one without trial runs (naming ``--experiment``).
+    """
+    collected = collect_runs(tracking_uri, experiment)
+    out = Path(out_dir)
+    plots = out / PLOTS
+    if plots.is_dir():
+        for stale in plots.glob("*.png"):
+            stale.unlink()
+    plots.mkdir(parents=True, exist_ok=True)
+    if ui_url is None:
+        ui_url = tracking_uri if tracking_uri.startswith(("http://", "https://")) else DEFAULT_UI_URL
+    finished = collected.runs[collected.runs["status"] == "finished"]
+    profiles = load_variance_profiles(tracking_uri, finished["run_id"].tolist())
+    report_groups = []
+    for title, members in groups(collected.runs):
+        done = members[members["status"] == "finished"]
+        report_groups.append(Group(title, members, draw_group(done, profiles, plots, title)))
+    index = render(collected, report_groups, out, ui_url.rstrip("/"))
+    if log_to_mlflow:
+        log_report(collected, out)
+    return index

@@ -1,0 +1,242 @@
+"""Where a sweep's MLflow data lives, and the lookups every writer and reader of it shares.
+
+A sweep is tracked as one MLflow *experiment* holding one *parent run* per sweep (tag
+``raysweep.role=sweep``) and one *child run* per Tune trial (tag ``raysweep.role=trial``, MLflow's
+``mlflow.parentRunId`` pointing at the parent, ``raysweep.trial_id`` the Tune trial id). The tags
+are the keys by which a resumed sweep finds its parent again and a retried trial finds its child
+run again, so neither is ever duplicated.
+
+The default store is an embedded SQLite database beside the sweep's results,
+``sqlite:///<storage>/mlflow.db`` (MLflow's file store is deprecated), with artifacts under
+``<storage>/mlartifacts/``. An ``http://`` tracking server works the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from raysweep.errors import RaysweepError
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+logger = logging.getLogger(__name__)
+
+# Tag keys. MLflow's own parent tag is what its UI nests child runs under.
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+ROLE_TAG = "raysweep.role"
+SWEEP_TAG = "raysweep.sweep"
+STORAGE_TAG = "raysweep.storage"
+TRIAL_ID_TAG = "raysweep.trial_id"
+STATUS_TAG = "raysweep.status"
+DATASET_TAG = "raysweep.dataset"
+LOSS_TAG = "raysweep.loss"
+MODEL_TAG = "raysweep.model"
+ROLE_SWEEP = "sweep"
+ROLE_TRIAL = "trial"
+
+#: MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training runs.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+DB_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+_DB_SCHEMES = ("sqlite:", "postgresql", "mysql", "mssql")
+_SERVER_SCHEMES = ("http://", "https://", "databricks")
+_BAD_METRIC_CHARS = re.compile(r"[^/\w.\- :]")
+
+
+def _is_remote_storage(storage_dir: str | Path) -> bool:
+    text = str(storage_dir)
+    return "://" in text and not text.startswith("file://")
+
+
+def tracking_uri_for(storage_dir: str | Path | None, uri_or_none: str | None) -> str:
+    """The MLflow tracking URI of a sweep.
+
+    Args:
+        storage_dir: the sweep's storage folder (``--storage``); the default store is the SQLite
+            database ``<storage_dir>/mlflow.db``.
+        uri_or_none: ``tracking.uri`` of the sweep file: an ``http(s)://`` tracking server, a
+            ``sqlite:///`` path or another SQLAlchemy database URL. ``None`` means the default.
+
+    Raises:
+        RaysweepError: for a URI MLflow cannot use, or a storage folder that is not local (SQLite
+            needs a local file: give an ``http://`` server for S3/GCS storage).
+    """
+    if uri_or_none:
+        uri = uri_or_none.strip()
+        if uri.startswith(_SERVER_SCHEMES) or uri.startswith(_DB_SCHEMES) or uri.startswith("file:"):
+            return uri
+        raise RaysweepError(
+            f"tracking.uri {uri!r}: expected an http(s)://host:port tracking server or a sqlite:///path/mlflow.db "
+            "store (or leave it out for <storage>/mlflow.db)"
+        )
+    if storage_dir is None:
+        raise RaysweepError("tracking: give tracking.uri or a storage folder (--storage) to hold mlflow.db")
+    if _is_remote_storage(storage_dir):
+        raise RaysweepError(
+            f"tracking.uri: the storage {storage_dir} is not a local folder, so it cannot hold the SQLite store: "
+            "set tracking.uri to an http:// MLflow tracking server"
+        )
+    local = Path(str(storage_dir).removeprefix("file://")).expanduser().resolve()
+    local.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{local / DB_FILE}"
+
+
+def resolve_tracking_uri(tracking_uri: str | None, storage: str | Path | None) -> str:
+    """The tracking store a reading command (``ui``, ``report``) opens: `tracking_uri`, else ``<storage>/mlflow.db``, else
+    ``$MLFLOW_TRACKING_URI``; a one-line error when none is given or the SQLite file is missing."""
+    if tracking_uri:
+        uri = tracking_uri_for(None, tracking_uri)
+    elif storage is not None:
+        if not (Path(storage) / DB_FILE).is_file():
+            raise RaysweepError(
+                f"--storage {storage}: no mlflow.db there; run a sweep with this --storage first, or pass --tracking-uri"
+            )
+        uri = tracking_uri_for(storage, None)
+    elif os.environ.get("MLFLOW_TRACKING_URI"):
+        uri = tracking_uri_for(None, os.environ["MLFLOW_TRACKING_URI"])
+    else:
+        raise RaysweepError("give --storage DIR (the sweep's storage folder) or --tracking-uri URI")
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise RaysweepError(f"--tracking-uri {uri}: no such SQLite file {db}")
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (``None`` for any other store)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def default_artifact_root(uri: str) -> str | None:
+    """Artifact root for experiments raysweep creates in `uri`: ``<db folder>/mlartifacts`` for
+    SQLite (without it MLflow would write to ``./mlruns`` of whatever folder the driver runs in);
+    ``None`` (the server's choice) otherwise."""
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    return (db.resolve().parent / ARTIFACTS_DIR).as_uri()
+
+
+def make_client(uri: str) -> MlflowClient:
+    """An explicit :class:`MlflowClient` for `uri` (no global fluent state is touched)."""
+    from mlflow.tracking import MlflowClient
+
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "experiment"
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, attempts: int = 8) -> str:
+    """The id of experiment `name`, creating it when missing.
+
+    Several drivers may create the same experiment at once (MLflow raises
+    ``RESOURCE_ALREADY_EXISTS`` for all but one), and a fresh SQLite file may be initialised by
+    two processes at once: both are retried with a short back-off, re-reading the experiment.
+    """
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import OperationalError
+
+    uri = client.tracking_uri
+    last: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is not None:
+                if experiment.lifecycle_stage == "deleted":
+                    raise RaysweepError(
+                        f"tracking.experiment {name!r} is deleted in {uri}: restore it "
+                        "(mlflow experiments restore) or choose another tracking.experiment"
+                    )
+                return experiment.experiment_id
+            root = default_artifact_root(uri)
+            location = f"{root}/{_slug(name)}" if root else None
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+        except (MlflowException, OperationalError) as err:
+            last = err
+            logger.debug("experiment %r: attempt %d failed (%s); retrying", name, attempt + 1, err)
+            time.sleep(0.05 * 2**attempt)
+    raise RaysweepError(f"tracking.experiment {name!r}: could not open or create it in {uri}: {last}")
+
+
+def find_experiment(client: MlflowClient, name: str) -> str:
+    """The id of an existing, active experiment; a one-line error naming ``--experiment`` otherwise."""
+    try:
+        experiment = client.get_experiment_by_name(name)
+    except Exception as err:  # noqa: BLE001 - any store failure becomes one line
+        raise RaysweepError(f"--experiment {name!r}: cannot read the tracking store {client.tracking_uri}: {err}") from None
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        raise RaysweepError(
+            f"--experiment {name!r}: no such experiment in {client.tracking_uri}; "
+            "check the name (see `raysweep ui`) and --tracking-uri"
+        )
+    return experiment.experiment_id
+
+
+def quote(value: str) -> str:
+    """A string literal for MLflow's search filter grammar."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str = "") -> list[Run]:
+    """Every active run matching `filter_string`, following MLflow's result pages."""
+    runs: list[Run] = []
+    token: str | None = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_parent_run(client: MlflowClient, experiment_id: str, sweep: str, storage: str) -> Run | None:
+    """The parent run of the sweep named `sweep` stored at `storage`, if it was opened before."""
+    runs = search_all(
+        client, [experiment_id],
+        f"tags.`{ROLE_TAG}` = '{ROLE_SWEEP}' and tags.`{SWEEP_TAG}` = {quote(sweep)} "
+        f"and tags.`{STORAGE_TAG}` = {quote(storage)}",
+    )
+    return min(runs, key=lambda r: r.info.start_time) if runs else None
+
+
+def find_child_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> Run | None:
+    """The child run of trial `trial_id` under `parent_run_id`, if it exists (the oldest one if a
+    store was ever written without raysweep's guard)."""
+    runs = search_all(
+        client, [experiment_id],
+        f"tags.`{PARENT_TAG}` = {quote(parent_run_id)} and tags.`{TRIAL_ID_TAG}` = {quote(trial_id)}",
+    )
+    if len(runs) > 1:
+        logger.warning("trial %s has %d child runs; continuing the oldest", trial_id, len(runs))
+    return min(runs, key=lambda r: r.info.start_time) if runs else None
+
+
+def metric_name(key: str) -> str:
+    """`key` as a valid MLflow metric name: characters MLflow refuses become ``_``, and the name
+    is normalised as a path (``a//b`` -> ``a/b``) since MLflow may store metrics as files.
+    ``sse/grad_share`` stays as it is: ``/`` is allowed and groups the metric in the UI."""
+    name = _BAD_METRIC_CHARS.sub("_", key)
+    name = "/".join(part for part in name.split("/") if part not in ("", ".", ".."))
+    return name or "_"
+
+
+def ui_run_url(base_url: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI page of one run, e.g. ``http://127.0.0.1:5000/#/experiments/1/runs/abc``."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+

@@ -1,0 +1,93 @@
+"""The frontier report, drawn from a real MLflow store filled by real sweeps, rendered in
+headless Chromium: every image loads, the console shows no error, runs link to MLflow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from chromium_cdp import find_chromium, inspect_page
+from conftest import EXPERIMENT
+
+from raysweep.cli import main
+from raysweep.frontier.collect import collect_runs
+from raysweep.frontier.plots import groups
+from raysweep.frontier.report import build_report
+from raysweep.tracking.store import get_or_create_experiment, make_client
+
+
+def test_collect_reads_params_metrics_and_tags(report_store: tuple[str, Path]) -> None:
+    uri, _ = report_store
+    collected = collect_runs(uri, EXPERIMENT)
+    runs = collected.runs
+    assert len(runs) == 8 and len(collected.parent_run_ids) == 2
+    assert set(runs["status"]) == {"finished"}
+    assert runs["geco"].sum() == 4 and set(runs.loc[runs["geco"], "target_rate"]) == {4.0}
+    assert sorted(runs.loc[~runs["geco"], "beta"]) == [0.5, 0.5, 2.0, 2.0]
+    assert set(runs["lambda_neural"]) == {0.0, 0.5}
+    assert runs["rate"].gt(0).all() and runs["mse"].gt(0).all()
+    assert set(runs["dataset"]) == {"xysquares"} and set(runs["loss"]) == {"box_blur"}
+
+
+def test_report_renders_in_headless_chromium(report_store: tuple[str, Path], tmp_path: Path) -> None:
+    uri, _ = report_store
+    out = tmp_path / "report"
+    index = build_report(EXPERIMENT, uri, out)
+    pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert [p[-5] for p in pngs] == ["a", "b", "c", "d"], "all four figures of the one group were drawn"
+    client = make_client(uri)
+    for parent in collect_runs(uri, EXPERIMENT).parent_run_ids:
+        logged = {f.path for f in client.list_artifacts(parent, "report")}
+        assert {"report/index.html", "report/report.css", "report/plots"} <= logged
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("chromium is not installed: scripts/test.sh installs Debian's chromium when run as root "
+                    "(or: apt-get install -y chromium)")
+    screenshot = tmp_path / "report.png"
+    page = inspect_page(binary, index.resolve().as_uri(), tmp_path / "chromium_profile", screenshot=screenshot)
+    if os.environ.get("RAYSWEEP_REPORT_SCREENSHOT"):
+        shutil.copyfile(screenshot, os.environ["RAYSWEEP_REPORT_SCREENSHOT"])
+    assert page.title == f"raysweep report: {EXPERIMENT}"
+    assert len(page.images) == len(pngs)
+    for image in page.images:
+        assert image["complete"] and image["naturalWidth"] > 0, image
+    assert page.errors == []
+    assert len(page.links) == 8 and all("/#/experiments/" in link and "/runs/" in link for link in page.links)
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_report_errors_name_the_experiment(report_store: tuple[str, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    uri, storage = report_store
+    assert main(["report", "--experiment", "no-such-sweep", "--tracking-uri", uri, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("raysweep: error: --experiment 'no-such-sweep'") and "\n" not in err
+    get_or_create_experiment(make_client(uri), "empty-experiment")
+    assert main(["report", "--experiment", "empty-experiment", "--storage", str(storage), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--experiment 'empty-experiment' holds no trial runs" in err and "\n" not in err
+
+
+def test_report_cli_writes_the_page(report_store: tuple[str, Path], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    _, storage = report_store
+    out = tmp_path / "cli_report"
+    assert main(["report", "--experiment", EXPERIMENT, "--storage", str(storage), "--out", str(out), "--no-log"]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "index.html").is_file() and "file://" in printed and "raysweep ui --tracking-uri" in printed
+
+
+def test_sse_runs_join_each_neural_loss_group_as_lambda_zero() -> None:
+    runs = pd.DataFrame({
+        "run_id": list("abcd"), "dataset": "xysquares", "model": "vector_vae", "pixel_loss": "sse",
+        "loss": ["none", "box_blur", "lpips", "box_blur"], "lambda_neural": [0.0, 0.5, 0.5, 0.9],
+    })
+    found = {title: sorted(members["run_id"]) for title, members in groups(runs)}
+    assert found == {"xysquares / vector_vae / box_blur": ["a", "b", "d"],
+                     "xysquares / vector_vae / lpips": ["a", "c"]}
+    only_sse = runs[runs["loss"] == "none"]
+    assert [title for title, _ in groups(only_sse)] == ["xysquares / vector_vae / none"]
