@@ -160,9 +160,16 @@ class Trainer:
         # Validations logged after the checkpoint we resume from will be redone: drop them so
         # metrics.jsonl holds each step once.
         log = self.out_dir / "metrics.jsonl"
-        if log.is_file():
-            kept = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
-            log.write_text("".join(line + "\n" for line in kept))
+        if not log.is_file():
+            return
+        kept = []
+        for line in log.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= self.step:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut short by the crash we are resuming from
+        log.write_text("".join(line + "\n" for line in kept))
 
     # ------------------------------------------------------------------------------ training
     def _loader(self) -> DataLoader:
@@ -253,12 +260,15 @@ class Trainer:
         self.last_metrics = metrics
         checkpoint = None
         if self.rank == 0:
+            # Log first, checkpoint second: a crash between the two leaves a log line past the
+            # newest checkpoint, which a resume truncates and rewrites; the other order would
+            # lose this validation's line for good.
+            with open(self.out_dir / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(metrics) + "\n")
             checkpoint = save_checkpoint(
                 self.out_dir / "checkpoints", self.step, self.state_dict(), {"step": self.step, "metrics": metrics},
                 keep=self.cfg.train.keep_checkpoints,
             )
-            with open(self.out_dir / "metrics.jsonl", "a") as log:
-                log.write(json.dumps(metrics) + "\n")
         if self.report_fn is not None:
             self.report_fn(dict(metrics), checkpoint)
         return metrics
