@@ -3,7 +3,9 @@
 ``DIR/index.html`` (from the template ``dashboards/report.html`` and ``dashboards/report.css``)
 shows, per dataset x model x neural loss, the four figures of :mod:`raysweep.frontier.plots`
 (``DIR/plots/*.png``, referenced relatively so the page works from file:// with no server) and a
-table of runs linking to their MLflow pages. The report is also logged as artifacts (``report/``)
+table of runs linking to their MLflow pages; for a matched-rate sweep (its parent run holds the
+``operating_points/`` artifact) also an "Operating points" section (figures and table, see
+:mod:`raysweep.frontier.operating_points`). The report is also logged as artifacts (``report/``)
 of each sweep's parent run in the experiment.
 """
 
@@ -21,6 +23,12 @@ import pandas as pd
 
 from raysweep.errors import RaysweepError
 from raysweep.frontier.collect import Collected, collect_runs, load_variance_profiles
+from raysweep.frontier.operating_points import (
+    SECTION_ID,
+    draw_operating_points,
+    load_operating_points,
+    operating_points_html,
+)
 from raysweep.frontier.pareto import pareto_mask
 from raysweep.frontier.plots import Figure, draw_group, groups, slug
 from raysweep.tracking.store import make_client, ui_run_url
@@ -108,8 +116,10 @@ def _template(name: str) -> Path:
     return path
 
 
-def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_url: str) -> Path:
-    """Write ``out_dir/index.html`` and its stylesheet; returns the page's path."""
+def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_url: str,
+           points: pd.DataFrame | None = None, point_figures: list[Figure] | None = None) -> Path:
+    """Write ``out_dir/index.html`` and its stylesheet; returns the page's path. `points` and
+    `point_figures`: the matched-rate operating points and their figures, when there are any."""
     runs = collected.runs
     front = _pareto_ids(report_groups)
     counts = runs["status"].value_counts().to_dict()
@@ -121,6 +131,12 @@ def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_u
         hint = (f"Run names link to the MLflow UI at <code>{html.escape(ui_url)}</code>: start it with "
                 f"<code>raysweep ui --tracking-uri {html.escape(collected.tracking_uri)}</code>.")
     toc = "\n".join(f'    <li><a href="#{slug(g.title)}">{html.escape(g.title)}</a></li>' for g in report_groups)
+    section = ""
+    if points is not None and not points.empty:
+        figures = "\n".join(_figure_html(f) for f in point_figures or [])
+        section = operating_points_html(points, figures, collected.experiment_id, ui_url)
+        toc += f'\n    <li><a href="#{SECTION_ID}">Operating points</a></li>'
+
     values = {
         "experiment": html.escape(collected.experiment),
         "experiment_id": html.escape(collected.experiment_id),
@@ -130,6 +146,7 @@ def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_u
         "ui_hint": hint,
         "toc": toc,
         "groups": "\n".join(_group_html(g) for g in report_groups),
+        "operating_points": section,
         "table_head": "<th>run</th>" + "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in COLUMNS),
         "table_rows": "\n".join(
             _row_html(row, collected.experiment_id, ui_url, row["run_id"] in front) for _, row in runs.iterrows()
@@ -182,7 +199,9 @@ def build_report(
     for title, members in groups(collected.runs):
         done = members[members["status"] == "finished"]
         report_groups.append(Group(title, members, draw_group(done, profiles, plots, title)))
-    index = render(collected, report_groups, out, ui_url.rstrip("/"))
+    points = load_operating_points(tracking_uri, collected.parent_run_ids, collected.runs)
+    point_figures = draw_operating_points(points, plots) if not points.empty else []
+    index = render(collected, report_groups, out, ui_url.rstrip("/"), points, point_figures)
     if log_to_mlflow:
         log_report(collected, out)
     return index

@@ -3,8 +3,10 @@
 The sweep directory is ``<storage>/<name>`` (``--storage`` defaults to ``./runs``, a local path or a
 URI such as ``s3://bucket/sweeps``); it is Tune's experiment directory and holds ``sweep.yaml``
 (the resolved sweep, what ``resume`` reads), one directory per trial (``<trial id>/``: Tune's
-results and checkpoints, ``train/`` with the loop's outputs, ``ray_train/`` for DDP trials) and
-``optuna.db`` for Optuna sweeps.
+results and checkpoints, ``train/`` with the loop's outputs, ``ray_train/`` for DDP trials),
+``optuna.db`` for Optuna sweeps and, for ``search.mode: matched_rate``, ``operating_points.csv``
+and ``operating_points.json`` (one row per cell and rate target, see
+:mod:`raysweep.tune.operating_points`; also logged to MLflow).
 
 Trackers plug in through :func:`build_callbacks`, which returns the Tune callbacks a sweep (and its
 resume) runs with.
@@ -36,6 +38,8 @@ class SweepOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     varying_keys: list[str] = field(default_factory=list)
     num_trials_expected: int = 0
+    operating_points: list[Any] = field(default_factory=list)  # OperatingPoint, matched-rate sweeps only
+    operating_points_dir: str | None = None
 
     @property
     def num_errors(self) -> int:
@@ -115,9 +119,13 @@ def _read_text(path: str) -> str | None:
 def optuna_storage_url(sweep: SweepConfig, sweep_dir: str) -> str | None:
     """The Optuna storage of an optuna sweep: the configured URL, or SQLite in the sweep directory
     (in ``./runs/<name>/`` when the sweep itself lives on object storage)."""
-    if sweep.search.mode != "optuna" or sweep.search.optuna is None:
+    matched = sweep.search.matched_rate
+    if sweep.search.mode == "matched_rate":  # the optuna strategy's per-(cell, target) studies
+        if matched is None or matched.strategy != "optuna":
+            return None
+    elif sweep.search.mode != "optuna" or sweep.search.optuna is None:
         return None
-    if sweep.search.optuna.storage:
+    elif sweep.search.optuna.storage:
         return sweep.search.optuna.storage
     local = sweep_dir if not is_uri(sweep_dir) else sweep_dir_for(None, sweep.name)
     Path(local).mkdir(parents=True, exist_ok=True)
@@ -172,12 +180,12 @@ def build_trainable(sweep: SweepConfig, sweep_dir: str, plan: ResourcePlan) -> A
     return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), plan.trial_resources())
 
 
-def _run_config(sweep: SweepConfig, sweep_dir: str, callbacks: list[Any], verbose: int) -> Any:
+def _run_config(sweep: SweepConfig, sweep_dir: str, callbacks: list[Any], verbose: int, stop: Any = None) -> Any:
     from ray import tune
 
     storage, name = sweep_dir.rstrip("/").rsplit("/", 1)
     return tune.RunConfig(
-        name=name, storage_path=storage, callbacks=callbacks, verbose=verbose,
+        name=name, storage_path=storage, callbacks=callbacks, verbose=verbose, stop=stop,
         failure_config=tune.FailureConfig(max_failures=sweep.failure.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.checkpoint.num_to_keep),
     )
@@ -202,6 +210,7 @@ def run_sweep(
     """
     from ray import tune
 
+    from raysweep.tune.matched_rate_sweep import matched_rate_param_space, matched_rate_tune_config
     from raysweep.tune.search import SweepSearcher, build_scheduler
 
     expanded = expand_sweep(sweep)
@@ -219,25 +228,45 @@ def run_sweep(
     plan = plan_for(sweep, address)
     _write_text(f"{sweep_dir}/{SWEEP_FILE}", dump_sweep(sweep))
     search = sweep.search
-    searcher = SweepSearcher(
-        expanded, mode=search.mode, max_concurrent=plan.max_concurrent, random_seed=search.random_seed,
-        optuna=search.optuna, optuna_storage=optuna_storage_url(sweep, sweep_dir), study_prefix=sweep.name,
-    )
-    print(f"raysweep: sweep {sweep.name}: {expanded.num_trials} trials, at most {plan.max_concurrent} at once; "
-          f"results in {sweep_dir}", flush=True)
-    tuner = tune.Tuner(
-        build_trainable(sweep, sweep_dir, plan),
-        param_space=build_param_space(expanded),
-        tune_config=tune.TuneConfig(
+    all_callbacks = [*build_callbacks(sweep, sweep_dir), *(callbacks or [])]
+    if search.mode == "matched_rate":
+        tune_config, stop = matched_rate_tune_config(sweep, expanded, sweep_dir, plan)
+        assert search.matched_rate is not None
+        print(f"raysweep: sweep {sweep.name}: matched rate ({search.matched_rate.strategy}), {len(expanded.cells)} "
+              f"cells x {len(search.matched_rate.targets)} targets, at most {plan.max_concurrent} trials at once; "
+              f"results in {sweep_dir}", flush=True)
+        param_space = matched_rate_param_space(sweep, expanded)
+    else:
+        searcher = SweepSearcher(
+            expanded, mode=search.mode, max_concurrent=plan.max_concurrent, random_seed=search.random_seed,
+            optuna=search.optuna, optuna_storage=optuna_storage_url(sweep, sweep_dir), study_prefix=sweep.name,
+        )
+        print(f"raysweep: sweep {sweep.name}: {expanded.num_trials} trials, at most {plan.max_concurrent} at once; "
+              f"results in {sweep_dir}", flush=True)
+        tune_config = tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=expanded.num_trials,
             trial_dirname_creator=trial_dirname, trial_name_creator=trial_name,
             # One trial process serves the next trial: no new Python + torch start-up per trial.
             reuse_actors=True,
-        ),
-        run_config=_run_config(sweep, sweep_dir, [*build_callbacks(sweep, sweep_dir), *(callbacks or [])], verbose),
+        )
+        stop, param_space = None, build_param_space(expanded)
+    tuner = tune.Tuner(
+        build_trainable(sweep, sweep_dir, plan), param_space=param_space, tune_config=tune_config,
+        run_config=_run_config(sweep, sweep_dir, all_callbacks, verbose, stop=stop),
     )
     results = tuner.fit()
-    return summarize(results, sweep, expanded, sweep_dir, plan)
+    return finish(results, sweep, expanded, sweep_dir, plan)
+
+
+def finish(results: Any, sweep: SweepConfig, expanded: ExpandedSweep, sweep_dir: str, plan: ResourcePlan) -> SweepOutcome:
+    """The sweep's :class:`SweepOutcome`; for a matched-rate sweep with its operating points."""
+    from raysweep.tune.matched_rate_sweep import record_operating_points
+
+    outcome = summarize(results, sweep, expanded, sweep_dir, plan)
+    if sweep.search.mode == "matched_rate" and sweep.search.matched_rate is not None:
+        outcome.num_trials_expected = len(expanded.cells) * len(sweep.search.matched_rate.targets)
+        outcome.operating_points, outcome.operating_points_dir = record_operating_points(results, sweep, sweep_dir)
+    return outcome
 
 
 def load_sweep_dir(sweep_dir: str) -> SweepConfig:
@@ -257,6 +286,8 @@ def resume_sweep(
     checkpoint, finished ones are kept as they are, trials not started yet run."""
     from ray import tune
 
+    from raysweep.tune.matched_rate_sweep import matched_rate_param_space
+
     if not is_uri(sweep_dir):
         sweep_dir = str(Path(sweep_dir).expanduser().resolve())
     sweep_dir = sweep_dir.rstrip("/")
@@ -270,7 +301,9 @@ def resume_sweep(
     if not tune.Tuner.can_restore(sweep_dir):
         raise RaysweepError(f"{sweep_dir}: no Tune experiment state to resume (the sweep never started?)")
     tuner = tune.Tuner.restore(
-        sweep_dir, trainable=build_trainable(sweep, sweep_dir, plan), param_space=build_param_space(expanded),
+        sweep_dir, trainable=build_trainable(sweep, sweep_dir, plan),
+        param_space=matched_rate_param_space(sweep, expanded) if sweep.search.mode == "matched_rate"
+        else build_param_space(expanded),
         resume_unfinished=True, resume_errored=True,
     )
     # Callbacks are not carried over from the interrupted run: build them again, as for a new sweep.
@@ -278,7 +311,7 @@ def resume_sweep(
     tuner._local_tuner.get_run_config().verbose = verbose
     print(f"raysweep: resuming sweep {sweep.name} in {sweep_dir}", flush=True)
     results = tuner.fit()
-    return summarize(results, sweep, expanded, sweep_dir, plan)
+    return finish(results, sweep, expanded, sweep_dir, plan)
 
 
 # ---------------------------------------------------------------------------- summary
@@ -366,6 +399,12 @@ def format_outcome(outcome: SweepOutcome, optuna_url: str | None = None) -> str:
     lines.append("")
     lines.append(f"{len(outcome.rows)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     lines.append(f"sweep directory: {outcome.sweep_dir}  (per trial: <trial>/train/ holds metrics.jsonl, final.json, plots)")
+    if outcome.operating_points_dir is not None:
+        from raysweep.tune.matched_rate_sweep import format_operating_points
+
+        lines.extend(["", *format_operating_points(outcome.operating_points)])
+        lines.append(f"operating points: {outcome.operating_points_dir}/operating_points.csv (and .json; "
+                     "also on the sweep's MLflow parent run)")
     if optuna_url:
         lines.append(f"optuna studies: optuna-dashboard {optuna_url}")
     missing = outcome.num_trials_expected - len(outcome.rows)
@@ -374,3 +413,4 @@ def format_outcome(outcome: SweepOutcome, optuna_url: str | None = None) -> str:
     if not outcome.complete:
         lines.append(f"continue the sweep (errored, interrupted and unstarted trials) with: raysweep resume {outcome.sweep_dir}")
     return "\n".join(lines)
+

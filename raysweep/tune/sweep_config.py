@@ -6,7 +6,7 @@ A sweep file looks like::
     trial:            # the trial schema of raysweep.config (data, model, loss, objective, train)
       ...
     search:
-      mode: grid      # grid | random | optuna
+      mode: grid      # grid | random | optuna | matched_rate (with a matched_rate: block, see below)
       grid:           # cartesian product over dotted trial keys
         objective.beta: [0.5, 2.0]
       cells:          # explicit cells (partial trial configs), crossed with the grid
@@ -18,6 +18,10 @@ A sweep file looks like::
       num_samples: 4  # draws per cell (random / optuna)
       scheduler: {type: asha, metric: psnr, mode: max, grace_period: 1, reduction_factor: 3}
       optuna: {metric: psnr, mode: max}
+      matched_rate:   # mode matched_rate: per cell, find the beta whose converged rate is each target
+        targets: [10.0]          # nats
+        tolerance: 0.05          # relative
+        strategy: bisection      # bisection | optuna | geco
     resources: {workers: 1, gpus_per_worker: 0, cpus_per_worker: 1}
     tracking: {uri: null, experiment: null}
     failure: {max_failures: 1}
@@ -49,6 +53,7 @@ from raysweep.config import (
     validate_model,
 )
 from raysweep.errors import RaysweepError
+from raysweep.tune.matched_rate import MatchedRateSearch
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -57,6 +62,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 KNOWN_METRICS = frozenset({
     "rate", "rate_bits", "distortion_sse", "mse", "psnr", "anisotropy", "aggregated_anisotropy",
     "aggregated_condition", "active_units", "mig", "beta", "lr", "step", "epoch", "sigma", "rate_ema",
+    "rate_error", "progress",
 })
 METRIC_PATTERN = re.compile(r"^(distortion|train)_[a-z0-9_]+$")
 
@@ -131,7 +137,7 @@ class OptunaConfig(StrictModel):
 class SearchConfig(StrictModel):
     """What varies across trials (see the module docstring)."""
 
-    mode: Literal["grid", "random", "optuna"] = "grid"
+    mode: Literal["grid", "random", "optuna", "matched_rate"] = "grid"
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     cells: list[dict[str, Any]] = Field(default_factory=list)
     seeds: list[int] | None = None
@@ -140,6 +146,8 @@ class SearchConfig(StrictModel):
     random_seed: int = Field(0, description="seed of the random mode's draws")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     optuna: OptunaConfig | None = None
+    matched_rate: MatchedRateSearch | None = Field(
+        None, description="mode matched_rate: rate targets, tolerance, strategy (bisection | optuna | geco)")
 
     @field_validator("grid", mode="before")
     @classmethod
@@ -196,7 +204,11 @@ class SearchConfig(StrictModel):
                 raise ValueError("search.seeds: give at least one seed (or leave it out)")
             if any("train.seed" in keys for _, keys in overlaps):
                 raise ValueError("search.seeds repeats over train.seed: do not also set train.seed in grid, cells or distributions")
-        if self.mode == "grid":
+        if self.mode == "matched_rate":
+            self._check_matched_rate()
+        elif self.matched_rate is not None:
+            raise ValueError(f"search.matched_rate is only used with search.mode matched_rate (mode is {self.mode})")
+        elif self.mode == "grid":
             if self.distributions:
                 raise ValueError("search.distributions needs search.mode random or optuna (mode is grid)")
             if self.num_samples != 1:
@@ -218,6 +230,37 @@ class SearchConfig(StrictModel):
                 raise ValueError("search.scheduler: asha needs metric and mode (e.g. metric: psnr, mode: max)")
             check_metric(sched.metric, "search.scheduler.metric")
         return self
+
+    def _check_matched_rate(self) -> None:
+        """The matched-rate mode searches beta (GECO: sets the rate target) itself: the grid and
+        cells hold the other keys only, and nothing is sampled or scheduled besides."""
+        if self.matched_rate is None:
+            raise ValueError("search.matched_rate: required by search.mode matched_rate "
+                             "(e.g. {targets: [10.0], tolerance: 0.05, strategy: bisection})")
+        owned = ["objective.beta"]
+        if self.matched_rate.strategy == "geco":
+            owned.append("objective.geco.target_rate")
+        for key in owned:
+            why = f"search.mode matched_rate ({self.matched_rate.strategy}) searches {key} itself: remove it"
+            if key in self.grid:
+                raise ValueError(f"search.grid.{key}: {why}")
+            for i, cell in enumerate(self.cells):
+                if key in cell:
+                    raise ValueError(f"search.cells[{i}].{key}: {why}")
+        if self.distributions:
+            raise ValueError(f"search.distributions.{next(iter(self.distributions))}: not used with search.mode "
+                             "matched_rate (the searcher picks beta): remove search.distributions")
+        if self.scheduler != SchedulerConfig():
+            raise ValueError("search.scheduler: not used with search.mode matched_rate; set "
+                             "search.matched_rate.early_stopping (ASHA on rate_error) instead")
+        if self.num_samples != 1:
+            raise ValueError("search.num_samples: not used with search.mode matched_rate; set "
+                             "search.matched_rate.max_trials (trials per cell and target) instead")
+
+    @property
+    def num_targets(self) -> int:
+        """Rate targets of a matched-rate search (1 for the other modes)."""
+        return len(self.matched_rate.targets) if self.matched_rate is not None else 1
 
 
 class ResourcesConfig(StrictModel):

@@ -13,6 +13,11 @@ A run whose loss turns non-finite ends with a last report ``{"diverged": 1, "sta
 "diverged", ...}``: the trial finishes normally (it is recorded, the sweep goes on). Every other
 report carries ``diverged: 0``.
 
+A matched-rate trial (its config carries ``operating_points.META_KEY``, set by the matched-rate
+searcher) reports through :func:`raysweep.tune.operating_points.matched_rate_report`, so every
+result, the diverged one included, also carries ``rate_error`` and ``progress`` (a diverged
+trial's progress stays below 1: it never counts as converged).
+
 Outputs of the loop (``metrics.jsonl``, ``final.json``, ``config.yaml``, plots) go to
 ``<sweep dir>/<trial id>/train/`` when the sweep is stored on a local or shared filesystem.
 """
@@ -22,11 +27,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from raysweep.tune.resources import ResourcePlan
+
+Report = Callable[[dict[str, Any], Any], None]
 
 TRIAL_OUTPUT_DIR = "train"  # the loop's outputs inside a trial's directory
 RAY_TRAIN_RUN_NAME = "ray_train"  # the TorchTrainer run inside a trial's directory
@@ -102,6 +110,29 @@ def _quiet_checkpoint_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def matched_rate_target(config: dict[str, Any]) -> float | None:
+    """The rate target (nats) of a matched-rate trial's Tune config, None for other sweeps."""
+    from raysweep.tune.operating_points import split_trial_config
+
+    _, meta = split_trial_config(config)
+    return float(meta["target"]) if meta is not None else None
+
+
+def wrap_report(emit: Report, target: float | None, cfg: Any) -> Report:
+    """``emit`` for plain trials; for a matched-rate trial (``target`` nats) ``emit`` behind
+    :func:`matched_rate_report`, with a diverged report's ``progress`` held below 1."""
+    if target is None:
+        return emit
+    from raysweep.tune.operating_points import PROGRESS, matched_rate_report
+
+    def guarded(metrics: dict[str, Any], checkpoint: Any) -> None:
+        if metrics.get("diverged") == 1:
+            metrics = {**metrics, PROGRESS: min(float(metrics.get(PROGRESS, 0.0)), 0.999)}
+        emit(metrics, checkpoint)
+
+    return matched_rate_report(guarded, target, cfg=cfg)
+
+
 def _set_threads(cpus: float) -> None:
     # Several busy processes share the cores: more intra-op threads than reserved CPUs thrash.
     import torch
@@ -120,27 +151,33 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     cfg = trial_config_from_params(config)
     trial_id = tune.get_context().get_trial_id()
     out_dir = trial_output_dir(ctx, trial_id)
+    target = matched_rate_target(config)
     if ctx.plan.uses_trainer:
-        _run_torch_trainer(cfg.to_dict(), out_dir, ctx, trial_id)
+        _run_torch_trainer(cfg.to_dict(), out_dir, ctx, trial_id, target)
         return
     _set_threads(ctx.plan.cpus_per_worker)
-    final = _train_in_process(cfg, out_dir)
+
+    def emit(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        if checkpoint_dir is None:
+            tune.report(metrics)
+            return
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        # Tune has copied the checkpoint into the trial's storage; the loop's copy is redundant.
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+    send = wrap_report(emit, target, cfg)
+    final = _train_in_process(cfg, out_dir, send)
     if final["status"] == "diverged":
-        tune.report(diverged_report(final))
+        send(diverged_report(final), None)
 
 
-def _train_in_process(cfg: Any, out_dir: Path) -> dict[str, Any]:
+def _train_in_process(cfg: Any, out_dir: Path, send: Report) -> dict[str, Any]:
     from ray import tune
 
     from raysweep.train.loop import train
 
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-        if checkpoint_dir is None:
-            tune.report(order_metrics(metrics))
-            return
-        tune.report(order_metrics(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
-        # Tune has copied the checkpoint into the trial's storage; the loop's copy is redundant.
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        send(order_metrics(metrics), checkpoint_dir)
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
@@ -162,10 +199,14 @@ def _torch_trainer_worker(loop_config: dict[str, Any]) -> None:
     cfg = trial_config_from_dict(loop_config["trial"])
     _use_ray_train_device()
 
-    def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+    def emit(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         checkpoint = None if checkpoint_dir is None else ray.train.Checkpoint.from_directory(str(checkpoint_dir))
-        ray.train.report(order_metrics(metrics), checkpoint=checkpoint,
-                         delete_local_checkpoint_after_upload=checkpoint is not None)
+        ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=checkpoint is not None)
+
+    send = wrap_report(emit, loop_config.get("matched_rate_target"), cfg)
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        send(order_metrics(metrics), checkpoint_dir)
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
@@ -177,7 +218,7 @@ def _torch_trainer_worker(loop_config: dict[str, Any]) -> None:
             final = train(cfg, loop_config["out_dir"], report=report, resume_from=resume_from, progress=False)
     if final["status"] == "diverged":
         # Every rank sees the same (all-reduced) loss, so every rank reports: report is a barrier.
-        ray.train.report(diverged_report(final))
+        send(diverged_report(final), None)
 
 
 def _use_ray_train_device() -> None:
@@ -195,8 +236,10 @@ def _use_ray_train_device() -> None:
         torch.cuda.set_device(device)
 
 
-def _run_torch_trainer(trial: dict[str, Any], out_dir: Path, ctx: TrialContext, trial_id: str) -> None:
-    """Run the trial as a DDP job of ``plan.workers`` Ray Train workers and wait for it."""
+def _run_torch_trainer(trial: dict[str, Any], out_dir: Path, ctx: TrialContext, trial_id: str,
+                       target: float | None = None) -> None:
+    """Run the trial as a DDP job of ``plan.workers`` Ray Train workers and wait for it (``target``:
+    a matched-rate trial's rate target, nats, for the workers' reports)."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -205,7 +248,8 @@ def _run_torch_trainer(trial: dict[str, Any], out_dir: Path, ctx: TrialContext, 
     plan = ctx.plan
     trainer = TorchTrainer(
         _torch_trainer_worker,
-        train_loop_config={"trial": trial, "out_dir": str(out_dir), "cpus_per_worker": plan.cpus_per_worker},
+        train_loop_config={"trial": trial, "out_dir": str(out_dir), "cpus_per_worker": plan.cpus_per_worker,
+                           "matched_rate_target": target},
         scaling_config=ray.train.ScalingConfig(
             num_workers=plan.workers, use_gpu=plan.use_gpu, resources_per_worker=plan.worker_resources(),
             accelerator_type=plan.accelerator_type, placement_strategy="STRICT_PACK",

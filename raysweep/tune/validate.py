@@ -66,8 +66,22 @@ def validate_sweep(
     lines = [f"{path}: sweep {sweep.name} is valid"]
     cells = len(expanded.cells)
     per_cell = f" ({cells} cells x {expanded.samples_per_cell} samples)" if expanded.samples_per_cell > 1 else ""
-    lines.append(f"trials: {expanded.num_trials}{per_cell}")
-    lines.append(f"search: {search.mode}")
+    if search.matched_rate is not None:
+        mr = search.matched_rate
+        tasks = cells * len(mr.targets)
+        most = tasks * (1 if mr.strategy == "geco" else mr.max_trials)
+        each = 1 if mr.strategy == "geco" else mr.max_trials
+        lines.append(f"trials: at most {most} ({cells} cell{'s' * (cells != 1)} x {len(mr.targets)} "
+                     f"target{'s' * (len(mr.targets) != 1)} = {tasks} operating point{'s' * (tasks != 1)}, "
+                     f"up to {each} trial{'s' * (each != 1)} each)")
+        lines.append(f"search: matched_rate, strategy {mr.strategy}, targets "
+                     f"{', '.join(f'{t:g}' for t in mr.targets)} nats, tolerance {mr.tolerance:g} (relative)")
+        if mr.strategy != "geco":
+            lines.append(f"  beta bracket [{mr.beta_min:g}, {mr.beta_max:g}], {mr.probes} probes in flight per "
+                         f"(cell, target)" + (", ASHA on rate_error" if mr.uses_asha else ""))
+    else:
+        lines.append(f"trials: {expanded.num_trials}{per_cell}")
+        lines.append(f"search: {search.mode}")
     for key in expanded.varying_keys:
         values = sorted({repr(cell.flat[key]) for cell in expanded.cells})
         lines.append(f"  {key}: {', '.join(values)}")
