@@ -137,7 +137,14 @@ class SweepSearcher(Searcher):
             inner_result = result
             if result is not None and self.metric and not _finite(result.get(self.metric)):
                 inner_result, error = None, True  # a diverged trial: a failed Optuna trial, not a score
-            self._inner[cell].on_trial_complete(trial_id, inner_result, error)
+            from optuna.exceptions import UpdateFinishedTrialError
+
+            try:
+                self._inner[cell].on_trial_complete(trial_id, inner_result, error)
+            except UpdateFinishedTrialError:
+                # The driver was killed after the study recorded this trial but before Tune saved
+                # the searcher: on resume the rerun trial completes again; the study already has it.
+                pass
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
