@@ -212,7 +212,7 @@ def test_all_reduce_over_two_gloo_processes(tmp_path: Path) -> None:
     expected = _reference(mu, logvar, factors)
     profile = variance_profile(logvar.double().exp().mean(dim=0))
     for rank in range(2):
-        results = torch.load(tmp_path / f"rank{rank}.pt")
+        results = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for name in ("unequal", "empty"):
             got, got_profile = results[name]
             _assert_same(got, expected)
