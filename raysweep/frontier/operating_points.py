@@ -110,7 +110,8 @@ def draw_operating_points(points: pd.DataFrame, folder: Path) -> list[Figure]:
     return figures
 
 
-def _cell(value: object, fmt: str | None) -> str:
+def format_cell(value: object, fmt: str | None) -> str:
+    """One HTML table cell's text: blank for missing values, yes/no for booleans, `fmt` for numbers."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
     if isinstance(value, bool | np.bool_):
@@ -131,7 +132,7 @@ def operating_points_html(points: pd.DataFrame, figures_html: str, experiment_id
     for _, row in points.iterrows():
         cells = []
         for header, column, fmt in TABLE:
-            text = _cell(row.get(column), fmt)
+            text = format_cell(row.get(column), fmt)
             if header.startswith("R*") and isinstance(row.get("run_id"), str):
                 link = html.escape(ui_run_url(ui_url, experiment_id, row["run_id"]))
                 text = f'<a href="{link}">{text}</a>'

@@ -12,7 +12,6 @@ of each sweep's parent run in the experiment.
 from __future__ import annotations
 
 import html
-import math
 import shutil
 import string
 import time
@@ -26,6 +25,7 @@ from raysweep.frontier.collect import Collected, collect_runs, load_variance_pro
 from raysweep.frontier.operating_points import (
     SECTION_ID,
     draw_operating_points,
+    format_cell,
     load_operating_points,
     operating_points_html,
 )
@@ -58,17 +58,6 @@ class Group:
     figures: list[Figure]
 
 
-def _cell(value: object, fmt: str | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if fmt is None:
-        return html.escape(str(value))
-    try:
-        return fmt.format(float(value))
-    except (TypeError, ValueError):
-        return html.escape(str(value))
-
-
 def _figure_html(figure: Figure) -> str:
     caption = f"({figure.kind}) {html.escape(figure.title)}"
     if figure.file is None:
@@ -96,7 +85,7 @@ def _row_html(row: pd.Series, experiment_id: str, ui_url: str, on_front: bool) -
     for header, column, fmt in COLUMNS:
         value = row.get(column)
         css = f' class="status-{html.escape(str(value))}"' if header == "status" else ""
-        cells.append(f"<td{css}>{_cell(value, fmt)}</td>")
+        cells.append(f"<td{css}>{format_cell(value, fmt)}</td>")
     return "      <tr>" + "".join(cells) + "</tr>"
 
 
