@@ -54,6 +54,7 @@ def _worker(
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=local_rank, world_size=workers)
     try:
         train(trial_config_from_dict(cfg_dict), out_dir, resume_from=resume_from, progress=progress)
+        dist.barrier()  # nobody destroys the group while a peer still uses it
     finally:
         dist.destroy_process_group()
 

@@ -323,6 +323,9 @@ class Trainer:
         if self.rank == 0:
             write_artifacts(self)
             (self.out_dir / "final.json").write_text(json.dumps(final, indent=2, sort_keys=True))
+        # Ranks leave together: a rank that tears its process group down while rank 0 is still
+        # writing can abort gloo's transport ("terminate called without an active exception").
+        D.barrier()
         return final
 
 
