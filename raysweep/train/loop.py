@@ -34,7 +34,7 @@ from raysweep.errors import RaysweepError
 from raysweep.models import build_model
 from raysweep.train import distributed as D
 from raysweep.train.artifacts import write_artifacts
-from raysweep.train.checkpoint import load_checkpoint, save_checkpoint
+from raysweep.train.checkpoint import META_FILE, load_checkpoint, save_checkpoint
 from raysweep.train.objective import Objective
 from raysweep.train.sampler import StepBatchSampler
 from raysweep.train.validate import validate
@@ -153,6 +153,11 @@ class Trainer:
     def resume(self, checkpoint: Path) -> None:
         """Continue from `checkpoint` (a directory written by :func:`save_checkpoint`)."""
         self.load_state_dict(load_checkpoint(checkpoint, map_location=self.device))
+        meta_file = Path(checkpoint) / META_FILE
+        if meta_file.is_file():
+            # The validation taken with this checkpoint: a run resumed at its last step has nothing
+            # left to do and must not validate (and log) that step a second time.
+            self.last_metrics = dict(json.loads(meta_file.read_text()).get("metrics", {}))
         if self.rank == 0:
             self._truncate_metrics_log()
 

@@ -129,7 +129,12 @@ class SweepSearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         cell = self._live.get(trial_id)
         if cell is not None and cell in self._inner:
-            self._inner[cell].on_trial_result(trial_id, result)
+            from optuna.exceptions import UpdateFinishedTrialError
+
+            try:
+                self._inner[cell].on_trial_result(trial_id, result)
+            except UpdateFinishedTrialError:
+                pass  # a trial the study finished before the driver died, rerun after resume
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         cell = self._live.pop(trial_id, None)

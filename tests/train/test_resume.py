@@ -83,3 +83,16 @@ def test_sigkill_then_cli_resume_matches_uninterrupted(tmp_path: Path, make_tria
     assert_same_metrics(whole, resumed)
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(100, 1501, 100))
+
+
+def test_resume_from_the_last_checkpoint_does_not_validate_twice(tmp_path: Path, make_trial) -> None:
+    # A sweep driver killed after a trial's final checkpoint but before Tune recorded the trial as
+    # finished restarts it from that checkpoint: nothing is left to train or to log.
+    cfg = make_trial(["train.max_steps=20", "train.val_every=10"])
+    first = train(cfg, tmp_path, progress=False)
+    last = latest_checkpoint(tmp_path / "checkpoints")
+    assert last is not None and last.name == "step_000000020"
+    again = train(cfg, tmp_path, resume_from=last, progress=False)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10, 20]
+    assert again["status"] == "finished" and again["rate"] == pytest.approx(first["rate"])
