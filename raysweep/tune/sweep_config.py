@@ -46,6 +46,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from raysweep.config import (
     TRIAL_BLOCKS,
     StrictModel,
+    flatten,
     format_validation_error,
     parse_override,
     read_yaml,
@@ -153,16 +154,7 @@ class SearchConfig(StrictModel):
     @classmethod
     def _flatten_grid(cls, value: Any) -> Any:
         # Accept both `loss.lambda_neural: [...]` and nested `loss: {lambda_neural: [...]}`.
-        if not isinstance(value, dict):
-            return value
-        flat: dict[str, Any] = {}
-        for key, sub in value.items():
-            if isinstance(sub, dict):
-                for inner, leaf in cls._flatten_grid(sub).items():
-                    flat[f"{key}.{inner}"] = leaf
-            else:
-                flat[str(key)] = sub
-        return flat
+        return flatten(value) if isinstance(value, dict) else value
 
     @field_validator("distributions", mode="before")
     @classmethod
