@@ -26,7 +26,7 @@ from raysweep.control.schedules import in_warmup, kl_warmup_factor
 from raysweep.losses.base import ReconstructionTerm
 from raysweep.metrics import kl_per_sample
 from raysweep.models.base import VAEOutput
-from raysweep.train.distributed import all_reduce_mean, world_size
+from raysweep.train.distributed import all_reduce_mean
 
 
 def build_pixel_term(cfg: TrialConfig) -> ReconstructionTerm:
@@ -90,7 +90,8 @@ class StepResult:
     rate: float
     beta: float
     terms: dict[str, float]
-    extra: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)  # balancer metrics and GECO's rate_ema
+    logged: dict[str, float] = field(default_factory=dict)  # training metrics logged under their own names
 
     def finite(self) -> bool:
         values = [self.loss, self.rate, *self.terms.values()]
@@ -212,7 +213,12 @@ class Objective(nn.Module):
         each reconstruction term's batch mean.
         """
         terms = self.active_terms(step)
-        weights = {name: self.weights[name] for name in terms}
+        if self.discriminator is not None and not self.adversarial_active(step):
+            # Before the PatchGAN's start step the distortion is the pixel term at full weight
+            # (SPEC section 2), with or without the balancer; lambda is the neural share from then on.
+            weights = {self.pixel.name: 1.0}
+        else:
+            weights = {name: self.weights[name] for name in terms}
         if sum(weights.values()) == 0:
             weights = dict.fromkeys(terms, 1.0)
         x_hat = out.x_hat.float()
@@ -227,11 +233,12 @@ class Objective(nn.Module):
                 {name: means[name] for name in terms if weights[name] > 0}, x_hat
             )
             extra.update(bal_metrics)
-            # The balanced gradient has a fixed per-image norm (it is not a batch mean), so the
-            # parameter gradient is a sum over images. DDP averages over ranks; scaling by the world
-            # size turns that average back into the sum over the global batch, so W workers take
-            # exactly the step one worker would.
-            grad_x_hat = grad_x_hat * world_size()
+            # beta is per image (SPEC section 2): the balanced gradient has norm total_norm per
+            # image, and each image enters the batch objective with weight 1/B, exactly like its
+            # KL term (a batch mean). Dividing by the local batch here and letting DDP average
+            # over ranks gives the mean over the global batch, so the same beta means the same
+            # trade-off at any batch size and any number of workers.
+            grad_x_hat = grad_x_hat / x_hat.shape[0]
             # The KL term and everything that does not pass through x_hat (learned sigma's
             # log-sigma, the decoder's pixel log-variance) are backpropagated outside the balancer.
             outside = beta * kl
@@ -261,10 +268,15 @@ class Objective(nn.Module):
             warming = in_warmup(step, self.cfg.objective.kl_warmup_steps)
             self.geco.update(rate_batch, warming_up=warming)
             extra["rate_ema"] = self.geco.rate_ema
+        logged: dict[str, float] = {}
+        if self.discriminator is not None:
+            # 0 before loss.patchgan.start_step (the adversarial term is off), 1 from then on.
+            logged["patchgan/active"] = float(self.adversarial_active(step))
         return StepResult(
             loss=loss_value,
             rate=rate_batch,
             beta=beta,
             terms=term_values,
             extra=extra,
+            logged=logged,
         )

@@ -29,9 +29,10 @@ def test_two_gloo_workers_match_one(tmp_path: Path, make_trial, balancer: bool) 
 
 def test_geco_brings_rate_within_15_percent_of_target(tmp_path: Path, make_trial) -> None:
     target = 5.0
+    # GECO starts at a per-image beta of 1/16 (its old per-batch value of 1 at batch 16).
     cfg = make_trial(["train.max_steps=400", "train.val_every=100", f"objective.geco.target_rate={target}",
-                      "objective.geco.step_size=0.02", "objective.geco.ema_decay=0.9"])
+                      "objective.geco.step_size=0.02", "objective.geco.ema_decay=0.9", "objective.beta=0.0625"])
     final = train(cfg, tmp_path, progress=False)
     assert abs(final["rate"] - target) / target < 0.15, final["rate"]
     first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
-    assert first["beta"] != pytest.approx(1.0)  # beta actually moved from its initial value
+    assert first["beta"] != pytest.approx(0.0625)  # beta actually moved from its initial value
