@@ -112,6 +112,15 @@ def test_matched_rate_table(target: float) -> None:
     assert DEFAULT_DIM * 0.5 * (s - 1 - math.log(s)) == pytest.approx(target, rel=1e-9)
 
 
+def test_default_table_reproduces_paper_table_3() -> None:
+    """The defaults (d = 16, W = I, weights ramping 1 -> 16, V = 17.25 nats) give table 3's numbers."""
+    assert DEFAULT_RAMP == pytest.approx(math.log(16.0))
+    iso, ramped = matched_rate_table()
+    assert round(iso["anisotropy"], 4) == 0.0
+    assert round(ramped["anisotropy"], 4) == 0.6486
+    assert ramped["achieved_rate"] == pytest.approx(17.25, rel=1e-6)
+
+
 def test_anisotropy_positive_for_any_nonzero_ramp() -> None:
     for ramp in (-2.0, 0.3, 8.0):
         assert matched_rate_table(8, ramp, 5.0)[1]["anisotropy"] > 0
