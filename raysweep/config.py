@@ -53,6 +53,13 @@ class DataConfig(StrictModel):
                             "trials with different seeds are validated on the same images")
     hflip: bool = Field(True, description="random horizontal flip at training time")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per trial worker")
+    latent_sample_size: int = Field(
+        10_000, ge=2, description="images of a generated dataset (xysquares) encoded at the final validation "
+        "for the statistics of the aggregated posterior (aggregated and channel anisotropy) and MIG, "
+        "drawn from the whole dataset with data.split_seed; generated images cost nothing, and the "
+        "validation set alone is too small for a J x J covariance or a 20-bin MIG. Datasets read from "
+        "folders use the validation set"
+    )
     xysquares: XYSquaresConfig = Field(default_factory=XYSquaresConfig)
 
     @model_validator(mode="after")
@@ -134,6 +141,14 @@ class LossConfig(StrictModel):
             raise ValueError(
                 "loss.lambda_neural > 0 needs a neural term: set loss.neural to one of "
                 "lpips, dinov2, patchgan, box_blur (or lambda_neural to 0)"
+            )
+        if self.pixel == "learned_sigma_scalar" and self.balancer:
+            # The balancer renormalises the x_hat gradient, so a scalar sigma (which only scales
+            # it) would change nothing: the L-VAE setup needs the plain weighted sum.
+            raise ValueError(
+                "loss.pixel=learned_sigma_scalar has no effect with loss.balancer=true (the balancer "
+                "renormalises the gradient a scalar sigma scales): set loss.balancer=false, or use "
+                "loss.pixel=learned_sigma_pixel or sse"
             )
         return self
 

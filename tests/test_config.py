@@ -81,3 +81,15 @@ def test_invalid_yaml_names_file(tmp_path: Path) -> None:
     path.write_text("train: [1, 2\n")
     with pytest.raises(RaysweepError, match="bad.yaml"):
         load_trial_config(path)
+
+
+def test_scalar_sigma_under_the_balancer_is_refused(tmp_path: Path) -> None:
+    """A learned scalar sigma only scales the x_hat gradient, which the balancer renormalises: the
+    combination would silently train as plain SSE, so it is refused naming both keys."""
+    path = write(tmp_path, {"train": {"max_steps": 5}})
+    with pytest.raises(RaysweepError) as err:
+        load_trial_config(path, ["loss.pixel=learned_sigma_scalar"])
+    message = str(err.value)
+    assert "loss.pixel" in message and "loss.balancer" in message and "\n" not in message
+    assert load_trial_config(path, ["loss.pixel=learned_sigma_scalar", "loss.balancer=false"]).loss.balancer is False
+    assert load_trial_config(path, ["loss.pixel=learned_sigma_pixel"]).loss.balancer is True

@@ -3,6 +3,8 @@ folder of images. Items are ``(image, factors)`` with images (C, H, W) in [-1, 1
 
 from __future__ import annotations
 
+import random
+
 from torch.utils.data import Dataset
 
 from raysweep.config import DataConfig
@@ -10,7 +12,12 @@ from raysweep.data.folders import CelebA, ImageFolderDataset, TinyImageNet
 from raysweep.data.splits import Subset, partition_indices, train_val_split
 from raysweep.data.xysquares import XYSquares
 
-__all__ = ["XYSquares", "CelebA", "TinyImageNet", "ImageFolderDataset", "Subset", "build_datasets"]
+__all__ = [
+    "XYSquares", "CelebA", "TinyImageNet", "ImageFolderDataset", "Subset", "build_datasets", "build_latent_sample",
+]
+
+# Salt of the latent sample's draw, so it differs from the validation split of the same split_seed.
+LATENT_SAMPLE_SALT = 7_919
 
 
 def _cap(dataset: Dataset, size: int | None, seed: int) -> Dataset:
@@ -20,6 +27,31 @@ def _cap(dataset: Dataset, size: int | None, seed: int) -> Dataset:
         return dataset
     (chosen,) = partition_indices(n, [size], seed)
     return Subset(dataset, chosen)
+
+
+def _xysquares(cfg: DataConfig) -> XYSquares:
+    sq = cfg.xysquares
+    return XYSquares(
+        image_size=cfg.image_size, square_size=sq.square_size, grid_size=sq.grid_size,
+        grid_spacing=sq.grid_spacing, num_squares=sq.num_squares, rgb=sq.rgb,
+    )
+
+
+def build_latent_sample(cfg: DataConfig) -> Dataset | None:
+    """The images whose posterior means estimate the aggregated-posterior statistics and MIG.
+
+    For a generated dataset: ``data.latent_sample_size`` images drawn at random from the whole
+    dataset (the data distribution the aggregated posterior is defined over), the same for every
+    trial of a ``data.split_seed``. None for datasets read from folders: their validation set is
+    the sample.
+    """
+    if cfg.dataset != "xysquares":
+        return None
+    full = _xysquares(cfg)
+    size = min(cfg.latent_sample_size, len(full))
+    # sample() draws without shuffling the whole index range (XYSquares may hold millions).
+    chosen = sorted(random.Random(cfg.split_seed + LATENT_SAMPLE_SALT).sample(range(len(full)), size))
+    return Subset(full, chosen)
 
 
 def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
@@ -32,11 +64,7 @@ def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
     """
     size, seed = cfg.image_size, cfg.split_seed
     if cfg.dataset == "xysquares":
-        sq = cfg.xysquares
-        full: Dataset = XYSquares(
-            image_size=size, square_size=sq.square_size, grid_size=sq.grid_size, grid_spacing=sq.grid_spacing,
-            num_squares=sq.num_squares, rgb=sq.rgb,
-        )
+        full: Dataset = _xysquares(cfg)
     elif cfg.dataset == "image_folder":
         full = ImageFolderDataset(cfg.root, image_size=size)  # type: ignore[arg-type]
     elif cfg.dataset == "celeba":

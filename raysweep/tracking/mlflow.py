@@ -25,6 +25,7 @@ Statuses (tag ``raysweep.status``): ``running``, ``retrying`` (failed, Tune will
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import time
@@ -62,6 +63,7 @@ from raysweep.tracking.store import (
     STORAGE_TAG,
     SWEEP_TAG,
     TRIAL_ID_TAG,
+    WITHHELD_TAG,
 )
 
 __all__ = ["ARTIFACT_FILES", "MlflowTrackingCallback", "flatten_params", "mlflow_callback"]
@@ -124,6 +126,7 @@ class MlflowTrackingCallback(tune.Callback):
         self._runs: dict[str, str] = {}  # trial id -> child run id
         self._last_step: dict[str, float] = {}  # child run id -> last logged step
         self._stopped: set[str] = set()  # child run ids whose trial Tune decided to stop
+        self._withheld_tagged: dict[str, bool] = {}  # child run id -> its withheld tag lists a metric
         self._params_tried: set[str] = set()  # child run ids whose params were logged once
         self._params_full: set[str] = set()  # ... and those logged from the trial's config.yaml
         self.errors = 0  # tracking writes that failed (logged, never raised into the sweep)
@@ -138,7 +141,7 @@ class MlflowTrackingCallback(tune.Callback):
         # picklable, and cached ids are dropped so the restored copy looks them up afresh.
         state = dict(self.__dict__)
         state.update(_client=None, experiment_id=None, parent_run_id=None, _runs={}, _last_step={},
-                     _stopped=set(), _params_tried=set(), _params_full=set())
+                     _stopped=set(), _params_tried=set(), _params_full=set(), _withheld_tagged={})
         return state
 
     # ------------------------------------------------------------------ parent run
@@ -287,6 +290,13 @@ class MlflowTrackingCallback(tune.Callback):
         metrics = [Metric(key, value, now, step) for key, value in values.items()]
         for start in range(0, len(metrics), _BATCH_METRICS):
             self.client.log_batch(run_id, metrics=metrics[start : start + _BATCH_METRICS])
+        withheld = result.get("withheld")
+        if isinstance(withheld, Mapping) or self._withheld_tagged.get(run_id):
+            # Metrics left out as unsound are absent from the metrics; the reason goes in a tag
+            # that always describes the latest validation.
+            reasons = dict(withheld) if isinstance(withheld, Mapping) else {}
+            self.client.set_tag(run_id, WITHHELD_TAG, json.dumps(reasons, sort_keys=True))
+            self._withheld_tagged[run_id] = bool(reasons)
         self._last_step[run_id] = step
         return True
 

@@ -39,6 +39,9 @@ STATUS_TAG = "raysweep.status"
 DATASET_TAG = "raysweep.dataset"
 LOSS_TAG = "raysweep.loss"
 MODEL_TAG = "raysweep.model"
+# JSON {metric: reason} of the metrics the latest validation withheld as unsound (e.g. an
+# aggregated anisotropy from too few posterior means); "{}" when none.
+WITHHELD_TAG = "raysweep.withheld"
 ROLE_SWEEP = "sweep"
 ROLE_TRIAL = "trial"
 

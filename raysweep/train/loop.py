@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from raysweep.config import TrialConfig, dump_yaml
 from raysweep.control.schedules import cosine_lr_factor
-from raysweep.data import build_datasets
+from raysweep.data import build_datasets, build_latent_sample
 from raysweep.errors import RaysweepError
 from raysweep.models import build_model
 from raysweep.train import distributed as D
@@ -37,12 +37,17 @@ from raysweep.train.artifacts import write_artifacts
 from raysweep.train.checkpoint import META_FILE, load_checkpoint, save_checkpoint
 from raysweep.train.objective import Objective
 from raysweep.train.sampler import StepBatchSampler
-from raysweep.train.validate import validate
+from raysweep.train.validate import latent_statistics, validate
 
 ReportFn = Callable[[dict[str, float], Path | None], None]
 
 FINAL_KEYS = (
     "rate", "distortion_sse", "mse", "psnr", "anisotropy", "aggregated_anisotropy", "active_units", "beta",
+)
+# Metrics the final validation takes from the latent sample instead of the validation set.
+LATENT_SAMPLE_KEYS = (
+    "aggregated_anisotropy", "aggregated_condition", "aggregated_samples", "channel_anisotropy",
+    "channel_condition", "mig", "mig_samples",
 )
 
 
@@ -86,6 +91,7 @@ class Trainer:
         self.show_progress = self.rank == 0 and (sys.stderr.isatty() if progress is None else progress)
 
         self.train_set, self.val_set = build_datasets(cfg.data)
+        self.latent_sample = build_latent_sample(cfg.data)
         self.channels = self.train_set.channels
         self.total_steps = total_steps(cfg, len(self.train_set))
 
@@ -117,7 +123,7 @@ class Trainer:
         self.ddp_disc: nn.Module | None = self._wrap(self.disc) if self.disc is not None else None
         self.step = 0
         self.status = "running"
-        self.last_metrics: dict[str, float] = {}
+        self.last_metrics: dict[str, Any] = {}
         self._running: dict[str, float] = {}
         self._running_count = 0
         self._rate_ema: float | None = None
@@ -220,6 +226,7 @@ class Trainer:
         values = {"train_loss": result.loss, "train_rate": result.rate}
         values.update({f"train_distortion_{k}": v for k, v in result.terms.items()})
         values.update({f"balancer/{k}": v for k, v in result.extra.items() if k != "rate_ema"})
+        values.update(result.logged)
         if self.ddp_disc is not None and self.disc_optimizer is not None and self.objective.adversarial_active(self.step):
             values["train_disc_loss"] = self._discriminator_step(x, out.x_hat.detach().float())
         for key, value in values.items():
@@ -251,9 +258,21 @@ class Trainer:
         return summary
 
     # ---------------------------------------------------------------------------- validation
-    def validate_and_report(self) -> dict[str, float]:
-        """Validation metrics (global over ranks), a checkpoint on rank 0, then `report`."""
-        metrics = validate(self, self.val_set)
+    def validate_and_report(self, final: bool = False) -> dict[str, Any]:
+        """Validation metrics (global over ranks), a checkpoint on rank 0, then `report`.
+
+        The final validation of a generated dataset also encodes the larger latent sample
+        (``data.latent_sample_size``) for the aggregated-posterior statistics and MIG, replacing
+        their validation-set estimates."""
+        metrics: dict[str, Any] = validate(self, self.val_set)
+        if final and self.latent_sample is not None:
+            latent, withheld = latent_statistics(self, self.latent_sample)
+            for key in LATENT_SAMPLE_KEYS:
+                metrics.pop(key, None)
+            metrics.update(latent)
+            metrics.pop("withheld", None)
+            if withheld:
+                metrics["withheld"] = withheld
         metrics.update(self._train_summary())
         metrics["step"] = self.step
         metrics["epoch"] = self.step / max(1, len(self.train_set) // self.cfg.train.batch_size)
@@ -304,14 +323,14 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{self._running.get('train_loss', 0.0) / max(1, self._running_count):.4g}")
             if self.step % self.cfg.train.val_every == 0 or self.step == self.total_steps:
-                self.validate_and_report()
+                self.validate_and_report(final=self.step == self.total_steps)
                 self.model.train()
         if bar is not None:
             bar.close()
         if self.status == "running":
             self.status = "finished"
             if not self.last_metrics or self.last_metrics.get("step") != self.step:
-                self.validate_and_report()
+                self.validate_and_report(final=True)
         elapsed = time.perf_counter() - started
         return self._finish(elapsed, self.step - start_step)
 
@@ -323,7 +342,10 @@ class Trainer:
         )
         if self.status == "diverged":
             final["diverged_at_step"] = self.step
+        withheld = final.get("withheld", {})
         for key in FINAL_KEYS:
+            if key in withheld:
+                final[key] = None  # withheld as unsound: null in final.json, never a misleading number
             final.setdefault(key, float("nan"))
         if self.rank == 0:
             write_artifacts(self)

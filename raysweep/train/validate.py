@@ -41,8 +41,10 @@ def validate(trainer: Trainer, val_set: torch.utils.data.Dataset) -> dict[str, f
     Returns ``rate`` (nats per image), ``rate_bits``, ``distortion_sse`` (per image),
     ``mse`` (per pixel), ``psnr`` (dB), ``distortion_<term>`` for every reconstruction term (per
     image, the term's own units), ``anisotropy``, ``aggregated_anisotropy``,
-    ``aggregated_condition``, ``active_units`` and ``mig`` when the dataset has factors.
-    The sorted variance profile is stored on ``trainer.variance_profile``.
+    ``aggregated_condition``, ``channel_anisotropy`` (spatial latents), ``active_units`` and
+    ``mig`` when the dataset has factors, with their sample sizes. A metric that would be unsound
+    on this set is left out and named, with the reason, in ``metrics["withheld"]`` (a dict of
+    strings). The sorted variance profile is stored on ``trainer.variance_profile``.
     """
     model, objective = trainer.model, trainer.objective
     model.eval()
@@ -93,4 +95,36 @@ def validate(trainer: Trainer, val_set: torch.utils.data.Dataset) -> dict[str, f
     for i, name in enumerate(terms):
         metrics[f"distortion_{name}"] = float(sums[2 + i]) / count
     trainer.variance_profile = stats.compute_profile().cpu()
+    withheld = stats.withheld()
+    if withheld:
+        metrics["withheld"] = withheld  # type: ignore[assignment]
     return metrics
+
+
+@torch.no_grad()
+def latent_statistics(trainer: Trainer, sample: torch.utils.data.Dataset) -> tuple[dict[str, float], dict[str, str]]:
+    """Aggregated-posterior statistics and MIG from the posterior means of `sample` (global over ranks).
+
+    Returns ``(metrics, withheld)``: ``aggregated_anisotropy`` and ``aggregated_condition`` (when
+    the sample is large enough for a sound estimate, else named in ``withheld`` with the reason),
+    ``channel_anisotropy`` / ``channel_condition`` for spatial latents, ``aggregated_samples``,
+    and ``mig`` with ``mig_samples`` when the sample has ground-truth factors. Only ``mu`` is
+    used, so no reparameterisation noise is drawn.
+    """
+    model = trainer.model
+    model.eval()
+    shard = _shard(len(sample), trainer.rank, trainer.world)  # type: ignore[arg-type]
+    loader = DataLoader(Subset(sample, list(shard)), batch_size=256, shuffle=False,
+                        num_workers=trainer.cfg.data.num_workers)
+    factor_sizes = getattr(sample, "factor_sizes", ())
+    has_factors = len(factor_sizes) > 0 and model.num_latents >= 2
+    stats = PosteriorStats(factor_sizes=factor_sizes if has_factors else None, keep_mu=has_factors,
+                           covariance=model.num_latents <= MAX_COVARIANCE_LATENTS)
+    for images, factors in loader:
+        with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=trainer.use_bf16):
+            mu, logvar = model.encode(images.to(trainer.device))
+        stats.update(mu.float(), logvar.float(), factors if has_factors else None)
+    stats.all_reduce_()
+    keys = ("aggregated_anisotropy", "aggregated_condition", "aggregated_samples", "channel_anisotropy",
+            "channel_condition", "mig", "mig_samples")
+    return {k: float(v) for k, v in stats.compute().items() if k in keys}, stats.withheld()

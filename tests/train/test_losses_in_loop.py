@@ -52,7 +52,10 @@ def test_patchgan_discriminator_moves_only_after_start_step(tmp_path: Path, make
 
 @pytest.mark.parametrize("pixel", ["learned_sigma_scalar", "learned_sigma_pixel"])
 def test_learned_sigma_moves(tmp_path: Path, make_trial, pixel: str) -> None:
-    cfg = make_trial(["train.max_steps=30", "train.val_every=10", f"loss.pixel={pixel}", "loss.sigma_init=1.0"])
+    # A scalar sigma only matters without the balancer (which would renormalise its scaling away).
+    balancer = "false" if pixel == "learned_sigma_scalar" else "true"
+    cfg = make_trial(["train.max_steps=30", "train.val_every=10", f"loss.pixel={pixel}", "loss.sigma_init=1.0",
+                      f"loss.balancer={balancer}"])
     final = train(cfg, tmp_path, progress=False)
     assert final["status"] == "finished"
     assert math.isfinite(final["sigma"]) and abs(final["sigma"] - 1.0) > 1e-3
@@ -82,3 +85,28 @@ def test_missing_weights_fail_before_training(tmp_path: Path, neural: str, file:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and file in lines[0], result.stderr
     assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("balancer", [True, False])
+def test_pixel_term_at_full_weight_before_the_patchgan_starts(tmp_path: Path, make_trial, balancer: bool) -> None:
+    """Before loss.patchgan.start_step the distortion is the pixel term at full weight, balancer
+    on or off (SPEC section 2), and patchgan/active says the adversarial term is off."""
+    common = ["train.max_steps=4", "train.val_every=2", "loss.neural=patchgan", "loss.lambda_neural=0.5",
+              "loss.patchgan.start_step=2", "loss.patchgan.channels=8", "loss.patchgan.layers=2",
+              f"loss.balancer={str(balancer).lower()}"]
+    trainer = Trainer(make_trial(common), tmp_path / "gan", report=None, progress=False)
+    plain = Trainer(make_trial(["train.max_steps=4", "train.val_every=2", f"loss.balancer={str(balancer).lower()}"]),
+                    tmp_path / "sse", report=None, progress=False)
+    images = torch.stack([trainer.train_set[i][0] for i in range(trainer.cfg.train.batch_size)])
+    out = trainer.model(images, noise=trainer._noise())
+    before = trainer.objective.backward(images, out, step=0)
+    reference = plain.objective.backward(images, plain.model(images, noise=plain._noise()), step=0)
+    assert before.logged == {"patchgan/active": 0.0}
+    assert before.loss == pytest.approx(reference.loss, rel=1e-6)  # 1.0 * SSE + beta KL, not 0.5 * SSE
+    for mine, theirs in zip(trainer.model.parameters(), plain.model.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-5, atol=1e-7)
+    trainer.optimizer.zero_grad()
+    after = trainer.objective.backward(images, trainer.model(images, noise=trainer._noise()), step=2)
+    assert after.logged == {"patchgan/active": 1.0} and "patchgan" in after.terms
+    final = trainer.fit()
+    assert final["patchgan/active"] == 1.0
