@@ -49,7 +49,7 @@ def base_trial(steps: int, val_every: int) -> dict[str, Any]:
                  "xysquares": {"square_size": 4, "num_squares": 2}},
         "model": {"arch": "vector_vae", "preset": "tiny", "latent_dim": 6},
         "loss": {"neural": "box_blur", "lambda_neural": 0.0},
-        "objective": {"beta": 1.0, "geco": {"step_size": 0.02, "ema_decay": 0.9}},
+        "objective": {"beta": 0.0625, "geco": {"step_size": 0.02, "ema_decay": 0.9}},
         "train": {"max_steps": steps, "batch_size": 16, "lr": 2e-3, "val_every": val_every, "seed": 0},
     }
 
@@ -171,8 +171,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="optimiser steps per trial (12 per epoch)")
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--tolerance", type=float, default=0.05)
-    parser.add_argument("--beta-min", type=float, default=0.01)
-    parser.add_argument("--beta-max", type=float, default=10.0)
+    # Per-image betas (raysweep's convention): 0.01 to 10 per batch of 16.
+    parser.add_argument("--beta-min", type=float, default=0.000625)
+    parser.add_argument("--beta-max", type=float, default=0.625)
     parser.add_argument("--probes", type=int, default=2, help="trials in flight per (cell, target)")
     parser.add_argument("--max-trials", type=int, default=16, help="bisection trials per (cell, target)")
     parser.add_argument("--optuna-max-trials", type=int, default=40,

@@ -36,7 +36,7 @@ TRIAL: dict[str, Any] = {
     "data": {"dataset": "xysquares", "image_size": 16, "val_size": 64, "xysquares": {"square_size": 4, "num_squares": 2}},
     "model": {"arch": "vector_vae", "preset": "tiny", "latent_dim": 6},
     "loss": {"neural": "none", "lambda_neural": 0.0},
-    "objective": {"beta": 1.0},
+    "objective": {"beta": 0.0625},
     "train": {"max_steps": 600, "batch_size": 16, "lr": 2e-3, "val_every": 200, "seed": 0},
 }
 

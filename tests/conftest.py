@@ -20,7 +20,7 @@ def tiny_trial(overrides: list[str] | None = None, **blocks: Any) -> TrialConfig
                  "xysquares": {"square_size": 4, "num_squares": 2}},
         "model": {"arch": "vector_vae", "preset": "tiny", "latent_dim": 6},
         "loss": {"neural": "none", "lambda_neural": 0.0},
-        "objective": {"beta": 1.0},
+        "objective": {"beta": 0.0625},  # per image (1 per batch of 16)
         "train": {"max_steps": 20, "batch_size": 16, "lr": 2e-3, "val_every": 10, "seed": 0},
     }
     for block, values in blocks.items():

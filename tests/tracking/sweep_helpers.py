@@ -27,7 +27,7 @@ TINY_TRIAL: dict[str, Any] = {
     "data": {"dataset": "xysquares", "image_size": 16, "val_size": 64, "xysquares": {"square_size": 4, "num_squares": 2}},
     "model": {"arch": "vector_vae", "preset": "tiny", "latent_dim": 6},
     "loss": {"neural": "box_blur", "lambda_neural": 0.0},
-    "objective": {"beta": 1.0},
+    "objective": {"beta": 0.0625},  # per image (1 per batch of 16)
     "train": {"max_steps": 30, "batch_size": 16, "lr": 2e-3, "val_every": 10, "seed": 0},
 }
 
