@@ -10,13 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from raysweep.names import TRIAL_ARTIFACTS
 from raysweep.tracking.store import metric_name
 
 #: Files of a trial's output folder logged as artifacts when it ends (those that exist).
-ARTIFACT_FILES = (
-    "final.json", "config.yaml", "metrics.jsonl", "reconstructions.png", "variance_profile.csv",
-    "variance_profile.png",
-)
+ARTIFACT_FILES = TRIAL_ARTIFACTS
 #: Tune's bookkeeping keys of a result, not measurements of the model.
 TUNE_KEYS = frozenset({
     "done", "training_iteration", "iterations_since_restore", "timestamp", "time_this_iter_s",

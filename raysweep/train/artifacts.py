@@ -3,24 +3,23 @@ PNG, the paper's figure 1 for one model) and a grid of validation images over th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import torch
+from torch import nn
+from torch.utils.data import Dataset
 
-if TYPE_CHECKING:
-    from raysweep.train.loop import Trainer
+from raysweep.names import RECONSTRUCTIONS, VARIANCE_PROFILE_CSV, VARIANCE_PROFILE_PNG
 
 RECON_IMAGES = 8
 
 
-def write_variance_profile(trainer: Trainer) -> None:
-    """``variance_profile.csv`` (rank, mean posterior variance) and ``variance_profile.png``."""
-    profile = getattr(trainer, "variance_profile", None)
-    if profile is None:
-        return
+def write_variance_profile(out_dir: Path, profile: torch.Tensor) -> None:
+    """``variance_profile.csv`` (rank, mean posterior variance) and ``variance_profile.png`` of a
+    sorted profile (J,) in `out_dir`."""
     values = profile.flatten().tolist()
     lines = ["rank,mean_posterior_variance"] + [f"{i},{v:.8g}" for i, v in enumerate(values)]
-    (trainer.out_dir / "variance_profile.csv").write_text("\n".join(lines) + "\n")
+    (out_dir / VARIANCE_PROFILE_CSV).write_text("\n".join(lines) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,24 +32,19 @@ def write_variance_profile(trainer: Trainer) -> None:
     ax.set_yscale("log")
     ax.set_title("Posterior variance profile")
     fig.tight_layout()
-    fig.savefig(trainer.out_dir / "variance_profile.png")
+    fig.savefig(out_dir / VARIANCE_PROFILE_PNG)
     plt.close(fig)
 
 
 @torch.no_grad()
-def write_reconstruction_grid(trainer: Trainer) -> None:
-    """``reconstructions.png``: top row validation images, bottom row posterior-mean reconstructions."""
+def write_reconstruction_grid(out_dir: Path, model: nn.Module, dataset: Dataset, device: torch.device) -> None:
+    """``reconstructions.png`` in `out_dir`: top row the first images of `dataset`, bottom row the
+    model's posterior-mean reconstructions."""
     from torchvision.utils import save_image
 
-    count = min(RECON_IMAGES, len(trainer.val_set))
-    images = torch.stack([trainer.val_set[i][0] for i in range(count)]).to(trainer.device)
-    trainer.model.eval()
-    out = trainer.model(images, sample=False)
+    count = min(RECON_IMAGES, len(dataset))  # type: ignore[arg-type]
+    images = torch.stack([dataset[i][0] for i in range(count)]).to(device)
+    model.eval()
+    out = model(images, sample=False)
     grid = torch.cat([images, out.x_hat.float().clamp(-1, 1)])
-    save_image((grid + 1) / 2, trainer.out_dir / "reconstructions.png", nrow=count, padding=1)
-
-
-def write_artifacts(trainer: Trainer) -> None:
-    """Write every artifact of a trial into its output directory (rank 0 only)."""
-    write_variance_profile(trainer)
-    write_reconstruction_grid(trainer)
+    save_image((grid + 1) / 2, out_dir / RECONSTRUCTIONS, nrow=count, padding=1)

@@ -33,21 +33,16 @@ from raysweep.data import build_datasets, build_latent_sample
 from raysweep.errors import RaysweepError
 from raysweep.models import build_model
 from raysweep.train import distributed as D
-from raysweep.train.artifacts import write_artifacts
+from raysweep.train.artifacts import write_reconstruction_grid, write_variance_profile
 from raysweep.train.checkpoint import META_FILE, load_checkpoint, save_checkpoint
+from raysweep.train.evaluate import LATENT_SAMPLE_KEYS, evaluate, latent_statistics, validation_noise
 from raysweep.train.objective import Objective
 from raysweep.train.sampler import StepBatchSampler
-from raysweep.train.validate import latent_statistics, validate
 
 ReportFn = Callable[[dict[str, float], Path | None], None]
 
 FINAL_KEYS = (
     "rate", "distortion_sse", "mse", "psnr", "anisotropy", "aggregated_anisotropy", "active_units", "beta",
-)
-# Metrics the final validation takes from the latent sample instead of the validation set.
-LATENT_SAMPLE_KEYS = (
-    "aggregated_anisotropy", "aggregated_condition", "aggregated_samples", "channel_anisotropy",
-    "channel_condition", "mig", "mig_samples",
 )
 
 
@@ -119,6 +114,8 @@ class Trainer:
             self.disc_optimizer = torch.optim.Adam(
                 self.disc.parameters(), lr=cfg.train.lr * cfg.loss.patchgan.lr_ratio, betas=(0.5, 0.9)
             )
+        self.val_noise = validation_noise(len(self.val_set), self.model.latent_shape, cfg.train.seed)
+        self.variance_profile: torch.Tensor | None = None  # of the latest validation
         self.ddp_model: nn.Module = self._wrap(self.model)
         self.ddp_disc: nn.Module | None = self._wrap(self.disc) if self.disc is not None else None
         self.step = 0
@@ -264,15 +261,20 @@ class Trainer:
         The final validation of a generated dataset also encodes the larger latent sample
         (``data.latent_sample_size``) for the aggregated-posterior statistics and MIG, replacing
         their validation-set estimates."""
-        metrics: dict[str, Any] = validate(self, self.val_set)
+        run = {"device": self.device, "use_bf16": self.use_bf16, "num_workers": self.cfg.data.num_workers}
+        evaluation = evaluate(self.model, self.objective.evaluation_terms(), self.val_set, self.val_noise,
+                              batch_size=max(self.per_rank, 32), **run)
+        self.variance_profile = evaluation.profile
+        metrics: dict[str, Any] = dict(evaluation.metrics)
+        withheld = evaluation.withheld
         if final and self.latent_sample is not None:
-            latent, withheld = latent_statistics(self, self.latent_sample)
+            latent = latent_statistics(self.model, self.latent_sample, **run)
             for key in LATENT_SAMPLE_KEYS:
                 metrics.pop(key, None)
-            metrics.update(latent)
-            metrics.pop("withheld", None)
-            if withheld:
-                metrics["withheld"] = withheld
+            metrics.update(latent.metrics)
+            withheld = latent.withheld
+        if withheld:
+            metrics["withheld"] = withheld  # reasons, by metric: absent above, null in final.json
         metrics.update(self._train_summary())
         metrics["step"] = self.step
         metrics["epoch"] = self.step / max(1, len(self.train_set) // self.cfg.train.batch_size)
@@ -348,7 +350,9 @@ class Trainer:
                 final[key] = None  # withheld as unsound: null in final.json, never a misleading number
             final.setdefault(key, float("nan"))
         if self.rank == 0:
-            write_artifacts(self)
+            if self.variance_profile is not None:
+                write_variance_profile(self.out_dir, self.variance_profile)
+            write_reconstruction_grid(self.out_dir, self.model, self.val_set, self.device)
             (self.out_dir / "final.json").write_text(json.dumps(final, indent=2, sort_keys=True))
         # Ranks leave together: a rank that tears its process group down while rank 0 is still
         # writing can abort gloo's transport ("terminate called without an active exception").

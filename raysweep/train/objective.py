@@ -180,6 +180,13 @@ class Objective(nn.Module):
         if self.discriminator is not None:
             self.discriminator.load_state_dict(state["discriminator"])
 
+    def evaluation_terms(self) -> dict[str, ReconstructionTerm]:
+        """Every reconstruction term of the trial by name (validation reports each one)."""
+        terms = {self.pixel.name: self.pixel}
+        if self.neural is not None:
+            terms[self.neural.name] = self.neural
+        return terms
+
     # ------------------------------------------------------------------------------- beta
     def beta(self, step: int) -> float:
         """beta_t used at `step`: GECO's multiplier, or beta times the sine warm-up factor."""

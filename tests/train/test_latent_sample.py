@@ -10,8 +10,8 @@ import torch
 
 from raysweep.data import build_latent_sample
 from raysweep.metrics import mutual_info_gap
+from raysweep.train.evaluate import latent_statistics
 from raysweep.train.loop import Trainer, train
-from raysweep.train.validate import latent_statistics
 
 
 def test_final_validation_uses_the_latent_sample(tmp_path: Path, make_trial) -> None:
@@ -49,7 +49,7 @@ def test_mig_from_the_default_sample_repeats_across_samples(tmp_path: Path, make
     values = []
     for split_seed in (0, 1):
         sample = build_latent_sample(cfg.data.model_copy(update={"split_seed": split_seed}))
-        metrics, _ = latent_statistics(trainer, sample)
+        metrics = latent_statistics(trainer.model, sample, device=trainer.device).metrics
         assert metrics["mig_samples"] == 10_000
         values.append(metrics["mig"])
     assert abs(values[0] - values[1]) < 0.02, values

@@ -1,0 +1,91 @@
+"""The names every layer shares: the metrics the training loop reports (with units) and the files
+a trial writes. One list each, imported by the loop, the sweep schema, tracking and the report, so a
+rename cannot leave a layer behind."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+# ---------------------------------------------------------------------- the metric registry
+@dataclass(frozen=True)
+class Metric:
+    """One metric the training loop reports: its name, unit and meaning (the one list every layer
+    imports: the sweep schema validates scheduler metrics against it, the tracking and report
+    layers name columns from it)."""
+
+    name: str
+    unit: str
+    meaning: str
+
+
+RATE = "rate"
+RATE_BITS = "rate_bits"
+DISTORTION_SSE = "distortion_sse"
+MSE = "mse"
+PSNR = "psnr"
+ANISOTROPY = "anisotropy"
+AGGREGATED_ANISOTROPY = "aggregated_anisotropy"
+AGGREGATED_CONDITION = "aggregated_condition"
+AGGREGATED_SAMPLES = "aggregated_samples"
+CHANNEL_ANISOTROPY = "channel_anisotropy"
+CHANNEL_CONDITION = "channel_condition"
+ACTIVE_UNITS = "active_units"
+MIG = "mig"
+MIG_SAMPLES = "mig_samples"
+BETA = "beta"
+STEP = "step"
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric(RATE, "nats per image", "mean KL(q(z|x) || N(0, I)) over the validation set"),
+    Metric(RATE_BITS, "bits per image", "the rate in bits"),
+    Metric(DISTORTION_SSE, "squared error per image", "sum of squared pixel errors on [-1, 1] images"),
+    Metric(MSE, "squared error per pixel", "distortion_sse / (C H W)"),
+    Metric(PSNR, "dB", "10 log10(4 / mse) for images in [-1, 1]"),
+    Metric(ANISOTROPY, "log-variance^2", "mean per-sample posterior anisotropy Var_j(logvar_j(x)) (paper eq. 7)"),
+    Metric(AGGREGATED_ANISOTROPY, "log-variance^2",
+           "sampling-corrected variance of the log eigenvalues of Cov_x(mu(x)); withheld below 4 means per coordinate"),
+    Metric(AGGREGATED_CONDITION, "ratio", "max / min eigenvalue of Cov_x(mu(x))"),
+    Metric(AGGREGATED_SAMPLES, "images", "posterior means behind the aggregated statistics"),
+    Metric(CHANNEL_ANISOTROPY, "log-variance^2", "the same on the C x C covariance of a spatial latent's mu"),
+    Metric(CHANNEL_CONDITION, "ratio", "max / min eigenvalue of the channel covariance"),
+    Metric(ACTIVE_UNITS, "coordinates", "latent coordinates with Var_x(mu_j(x)) > 0.01 (Burda et al. 2016)"),
+    Metric(MIG, "fraction in [0, 1]", "mutual information gap against ground-truth factors, 20 bins"),
+    Metric(MIG_SAMPLES, "images", "images behind the MIG estimate"),
+    Metric(BETA, "per image", "the KL weight used at the last step (GECO's multiplier when on)"),
+    Metric("lr", "", "the generator's learning rate"),
+    Metric(STEP, "optimiser steps", "training step of the validation"),
+    Metric("epoch", "passes", "training epochs at the validation"),
+    Metric("sigma", "pixel intensity", "learned scalar observation sigma (L-VAE)"),
+    Metric("rate_ema", "nats per image", "GECO's EMA of the per-step rate"),
+    Metric("rate_error", "log ratio", "|log(R / R*)| of a matched-rate trial"),
+    Metric("progress", "fraction", "share of a trial's steps done (matched-rate searchers)"),
+)}
+
+# Families of names with a variable part: one reconstruction term's validation value
+# (distortion_<term>), a training mean (train_<value>), the balancer's per-term values and the
+# PatchGAN's on/off flag.
+METRIC_PATTERN = re.compile(r"^((distortion|train)_[a-z0-9_]+|balancer/[a-z0-9_]+/[a-z_]+|patchgan/active)$")
+
+
+def is_known_metric(name: str) -> bool:
+    """Whether the training loop reports a metric of this name."""
+    return name in METRICS or METRIC_PATTERN.match(name) is not None
+
+
+# ------------------------------------------------------------------------- a trial's files
+METRICS_LOG = "metrics.jsonl"  # one JSON line per validation
+FINAL_SUMMARY = "final.json"  # the run's summary (withheld metrics as null)
+TRIAL_CONFIG = "config.yaml"  # the validated trial configuration
+VARIANCE_PROFILE_CSV = "variance_profile.csv"
+VARIANCE_PROFILE_PNG = "variance_profile.png"
+RECONSTRUCTIONS = "reconstructions.png"
+#: What a trial's MLflow child run carries as artifacts.
+TRIAL_ARTIFACTS = (FINAL_SUMMARY, TRIAL_CONFIG, METRICS_LOG, RECONSTRUCTIONS, VARIANCE_PROFILE_CSV,
+                   VARIANCE_PROFILE_PNG)
+#: The operating-points table of a matched-rate sweep: files in the sweep folder, and where they
+#: sit on the sweep's MLflow parent run.
+OPERATING_POINTS_CSV = "operating_points.csv"
+OPERATING_POINTS_JSON = "operating_points.json"
+OPERATING_POINTS_ARTIFACT_DIR = "operating_points"
