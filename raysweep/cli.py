@@ -1,5 +1,5 @@
 """The `raysweep` command: train, toy, weights (and, with the sweep issues, sweep/validate/resume/
-report/ui).
+report/claims/ui).
 
 Errors a user can cause are :class:`RaysweepError`: printed as one line without a traceback, exit
 status 2.
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("toy", help="closed-form linear-Gaussian model at a matched rate (paper table 3, figure 7)")
     p.add_argument("--dim", type=int, default=None, help="latent dimension d")
-    p.add_argument("--ramp", type=float, default=None, help="exponent of the ramped metric M = diag(exp(ramp*i/(d-1)))")
+    p.add_argument("--ramp", type=float, default=None, help="exponent of the ramped metric M = diag(exp(ramp*i/(d-1))); default ln 16 (weights 1 to 16, paper table 3)")
     p.add_argument("--target-rate", type=float, default=None, help="matched variance-part rate V, nats")
     p.add_argument("--out", type=Path, default=None, help="write table.json, table.md and figure7.png here")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ui-url", default=None, help="MLflow UI base URL for run links (default: the server, or "
                    "http://127.0.0.1:5000 where `raysweep ui` listens)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    _add_tolerance(p)
+
+    p = sub.add_parser("claims", help="the paper's claims as statistics over an experiment's runs: slopes with 95%% "
+                       "intervals and verdicts (rate vs lambda, frontier shift, anisotropy vs lambda at matched rate)")
+    p.add_argument("--experiment", required=True, help="MLflow experiment name (default of a sweep: its name)")
+    _add_store(p)
+    _add_tolerance(p)
+    p.add_argument("--json", action="store_true", help="print the claims as a JSON list (null for missing numbers)")
 
     p = sub.add_parser("ui", help="MLflow UI on a sweep's tracking store, bound to 127.0.0.1")
     p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
@@ -75,6 +83,18 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--storage", type=Path, default=None, help="the sweep's storage folder (holds mlflow.db)")
     group.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (sqlite:///... or http://host:port)")
+
+
+def _add_tolerance(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tolerance", type=float, default=None, metavar="T",
+                        help="relative rate tolerance |rate / R* - 1| <= T of the matched-rate claim (default: the "
+                        "sweep's search.matched_rate.tolerance, else 0.05)")
+
+
+def _check_tolerance(tolerance: float | None) -> float | None:
+    if tolerance is not None and not 0.0 < tolerance < 1.0:
+        raise RaysweepError(f"--tolerance {tolerance:g}: give a relative tolerance between 0 and 1, e.g. 0.05")
+    return tolerance
 
 
 def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
@@ -251,10 +271,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     from raysweep.frontier.report import build_report
     from raysweep.tracking.store import resolve_tracking_uri
 
+    tolerance = _check_tolerance(args.tolerance)
     uri = resolve_tracking_uri(args.tracking_uri, args.storage)
-    index = build_report(args.experiment, uri, args.out, ui_url=args.ui_url, log_to_mlflow=not args.no_log)
+    index = build_report(args.experiment, uri, args.out, ui_url=args.ui_url, log_to_mlflow=not args.no_log,
+                         tolerance=tolerance)
     print(f"report: open {index.resolve().as_uri()}")
     print(f"MLflow UI: raysweep ui --tracking-uri {uri}" if not uri.startswith("http") else f"MLflow UI: {uri}")
+    return 0
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    from raysweep.frontier.claims import claims_json, format_claims
+    from raysweep.frontier.report import sweep_claims
+    from raysweep.tracking.store import resolve_tracking_uri
+
+    tolerance = _check_tolerance(args.tolerance)
+    uri = resolve_tracking_uri(args.tracking_uri, args.storage)
+    rows = sweep_claims(args.experiment, uri, tolerance)
+    print(claims_json(rows) if args.json else format_claims(rows))
     return 0
 
 
@@ -265,7 +299,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "train": cmd_train, "toy": cmd_toy, "weights": cmd_weights, "report": cmd_report, "ui": cmd_ui,
+    "train": cmd_train, "toy": cmd_toy, "weights": cmd_weights, "report": cmd_report, "claims": cmd_claims, "ui": cmd_ui,
     "validate": cmd_validate, "sweep": cmd_sweep, "resume": cmd_resume,
 }
 

@@ -12,5 +12,7 @@ fi
 .venv/bin/raysweep sweep search_spaces/quickstart.yaml --name "$name"
 # The frontier report, drawn from the MLflow store (runs/mlflow.db) and logged back to it.
 .venv/bin/raysweep report --experiment "$name" --storage runs --out "runs/$name/report"
+# The paper's claims as statistics over the sweep's runs: slopes, 95% intervals, verdicts.
+.venv/bin/raysweep claims --experiment "$name" --storage runs
 echo "quickstart done: results in runs/$name; report: file://$PWD/runs/$name/report/index.html"
 echo "browse the runs in MLflow: .venv/bin/raysweep ui --storage runs   (then open http://127.0.0.1:5000)"

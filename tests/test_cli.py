@@ -100,3 +100,17 @@ def test_weights_lists_files_and_finds_them(tmp_path: Path) -> None:
     (tmp_path / "vgg16-397923af.pth").write_bytes(b"placeholder")
     found = json.loads(raysweep("weights", "--json", "--weights-dir", str(tmp_path)).stdout)
     assert next(r for r in found if r["loss"] == "lpips")["present"]
+
+
+def test_claims_errors_are_one_line(tmp_path: Path) -> None:
+    no_store = raysweep("claims", "--experiment", "quickstart", "--storage", str(tmp_path))
+    assert no_store.returncode == 2 and "Traceback" not in no_store.stderr
+    assert no_store.stderr.strip() == (f"raysweep: error: --storage {tmp_path}: no mlflow.db there; run a sweep with "
+                                       "this --storage first, or pass --tracking-uri")
+    from raysweep.tracking.store import get_or_create_experiment, make_client, tracking_uri_for
+
+    get_or_create_experiment(make_client(tracking_uri_for(tmp_path, None)), "other")
+    unknown = raysweep("claims", "--experiment", "quickstart", "--storage", str(tmp_path), "--json")
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    lines = unknown.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("raysweep: error: --experiment 'quickstart': no such experiment")

@@ -3,6 +3,8 @@
 The plots are drawn from MLflow, not from private files: params (dotted config keys), the latest
 value of every metric (the value at the highest step, i.e. the final validation) and the tags of
 each child run, found with ``search_runs``; variance profiles are read from the runs' artifacts.
+Each run also gets its sweep's search mode and matched-rate tolerance, read from the
+``sweep.yaml`` artifact of its parent run (when the sweep runner logged one).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from raysweep.errors import RaysweepError
+from raysweep.tracking.operating_points import OPERATING_POINT_TAG, TARGET_RATE_TAG
 from raysweep.tracking.store import (
     DATASET_TAG,
     LOSS_TAG,
@@ -87,6 +91,8 @@ def _row(run: Any) -> dict[str, Any]:
         "tag_dataset": tags.get(DATASET_TAG),
         "tag_loss": tags.get(LOSS_TAG),
         "tag_model": tags.get(MODEL_TAG),
+        "operating_point": tags.get(OPERATING_POINT_TAG) == "true",
+        "op_target_rate": _to_number(tags.get(TARGET_RATE_TAG)),
     }
     row.update({f"params.{k}": v for k, v in run.data.params.items()})
     row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
@@ -104,7 +110,8 @@ def runs_frame(runs: list[Any]) -> pd.DataFrame:
     """One row per run: ``run_id``, ``run_name``, ``status`` (raysweep's tag), ``params.<key>``
     (strings, as MLflow stores them), ``metrics.<key>`` (final values), and the short columns of
     :data:`SHORT_COLUMNS` (``dataset``, ``lambda_neural``, ``rate`` in nats, ``mse`` per pixel...),
-    plus ``geco`` (True when the run had a GECO rate target)."""
+    plus ``geco`` (True when the run had a GECO rate target), ``operating_point`` and
+    ``op_target_rate`` (nats; the tags of a matched-rate operating point)."""
     frame = pd.DataFrame([_row(r) for r in runs])
     for short, (source, numeric) in SHORT_COLUMNS.items():
         values = frame[source] if source in frame else pd.Series([None] * len(frame), index=frame.index)
@@ -130,7 +137,37 @@ def collect_runs(tracking_uri: str, experiment: str) -> Collected:
             f"--experiment {experiment!r} holds no trial runs in {tracking_uri}: run a sweep into it first"
         )
     parents = search_all(client, [experiment_id], f"tags.`{ROLE_TAG}` = '{ROLE_SWEEP}'")
-    return Collected(experiment, experiment_id, tracking_uri, runs_frame(trials), [p.info.run_id for p in parents])
+    parent_ids = [p.info.run_id for p in parents]
+    runs = with_sweep_settings(runs_frame(trials), sweep_settings(tracking_uri, parent_ids))
+    return Collected(experiment, experiment_id, tracking_uri, runs, parent_ids)
+
+
+def sweep_settings(tracking_uri: str, parent_run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Per parent run that logged its ``sweep.yaml``: ``sweep_mode`` (``search.mode``) and
+    ``tolerance`` (``search.matched_rate.tolerance``, relative; None outside matched-rate sweeps)."""
+    client = make_client(tracking_uri)
+    settings: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="raysweep_sweeps_") as tmp, _no_progress_bars():
+        for run_id in parent_run_ids:
+            if "sweep.yaml" not in {f.path for f in client.list_artifacts(run_id)}:
+                continue
+            local = client.download_artifacts(run_id, "sweep.yaml", str(Path(tmp) / run_id))
+            try:
+                search = (yaml.safe_load(Path(local).read_text()) or {}).get("search") or {}
+            except yaml.YAMLError:
+                continue
+            matched = search.get("matched_rate") or {}
+            settings[run_id] = {"sweep_mode": search.get("mode"), "tolerance": _to_number(matched.get("tolerance"))}
+    return settings
+
+
+def with_sweep_settings(runs: pd.DataFrame, settings: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """`runs` with the columns ``sweep_mode`` and ``tolerance`` of each run's parent sweep."""
+    runs = runs.copy()
+    for column in ("sweep_mode", "tolerance"):
+        runs[column] = runs["parent_run_id"].map(lambda p, c=column: settings.get(p, {}).get(c))
+    runs["tolerance"] = runs["tolerance"].map(_to_number)
+    return runs
 
 
 def read_profile_csv(path: Path) -> np.ndarray:

@@ -5,10 +5,14 @@
 (b) final rate against lambda at each fixed beta (paper figure 4);
 (c) mean per-sample anisotropy against lambda at each matched rate target (GECO runs), error bars
     the spread (standard deviation) over seeds (paper figure 5);
-(d) sorted posterior variance profiles at a matched rate (paper figure 1).
+(d) sorted posterior variance profiles of the runs at one rate target R* (GECO target or
+    matched-rate operating point), one panel per target, named in its title (paper figure 1);
+    runs off their target (beyond the rate tolerance) are drawn dashed and counted. Fixed-beta
+    runs are never compared here: at different betas their rates differ.
 
 Runs whose neural loss is ``none`` are pure pixel SSE, i.e. lambda = 0 of every neural loss: they
-join each neural-loss group of their dataset and model as its lambda = 0 curve.
+join each neural-loss group of their dataset and model as its lambda = 0 curve (the groups and
+the matched-rate selection are :mod:`raysweep.frontier.selection`'s, shared with the claims).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
 from raysweep.frontier.pareto import pareto_front  # noqa: E402
+from raysweep.frontier.selection import groups, matched_runs  # noqa: E402
+
+__all__ = ["Figure", "draw_group", "groups", "slug"]
 
 DPI = 110
 FIGSIZE = (6.0, 4.2)
@@ -43,23 +50,6 @@ class Figure:
     title: str
     file: str | None
     note: str = ""
-
-
-def groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(title, runs) per dataset x model x neural loss (x pixel loss when not plain SSE), with the
-    ``none`` runs of a dataset x model added to each of its neural-loss groups as lambda = 0."""
-    runs = runs.copy()
-    runs["pixel_loss"] = runs["pixel_loss"].fillna("sse")
-    out: list[tuple[str, pd.DataFrame]] = []
-    for (dataset, model, pixel), block in runs.groupby(["dataset", "model", "pixel_loss"], sort=True):
-        plain = block[block["loss"] == "none"].assign(lambda_neural=0.0)
-        neural = sorted(set(block["loss"]) - {"none"})
-        suffix = "" if pixel == "sse" else f" / pixel loss {pixel}"
-        for loss in neural or ["none"]:
-            own = block[block["loss"] == loss] if loss != "none" else plain
-            members = pd.concat([own, plain]) if loss != "none" else own
-            out.append((f"{dataset} / {model} / {loss}{suffix}", members.drop_duplicates("run_id")))
-    return out
 
 
 def slug(title: str) -> str:
@@ -177,57 +167,70 @@ def plot_anisotropy_vs_lambda(runs: pd.DataFrame, path: Path, title: str) -> str
     return ""
 
 
-def _matched_sets(runs: pd.DataFrame) -> tuple[list[tuple[str, pd.DataFrame]], str]:
-    """Runs to compare at one rate: per GECO target, else the run of each lambda whose rate is
-    nearest the group's median rate."""
-    geco = runs[runs["geco"] & runs["target_rate"].notna()]
-    if not geco.empty:
-        return [(f"R* = {t:g} nats", geco[geco["target_rate"] == t]) for t in sorted(geco["target_rate"].unique())], ""
-    fixed = _finite(runs, "rate")
-    if fixed.empty:
-        return [], "no run with a finite rate"
-    reference = float(fixed["rate"].median())
-    nearest = fixed.loc[(fixed["rate"] - reference).abs().groupby(fixed["lambda_neural"]).idxmin()]
-    return [(f"nearest to {reference:.3g} nats (no GECO runs)", nearest)], ""
+def _matched_sets(runs: pd.DataFrame, tolerance: float | None = None) -> tuple[list[tuple[float, pd.DataFrame]], str]:
+    """(R* in nats, its runs with ``on_target``) per rate target, or ([], why not). Only runs at the
+    same target are compared; fixed-beta runs (different rates) never are."""
+    matched = matched_runs(runs, tolerance)
+    if matched.empty:
+        return [], ("no runs at a common rate target in this group (GECO objective.geco.target_rate, or "
+                    "search.mode matched_rate): fixed-beta runs sit at different rates and are not compared")
+    return [(float(t), at) for t, at in matched.groupby("rate_target", sort=True)], ""
 
 
-def plot_variance_profiles(runs: pd.DataFrame, profiles: dict[str, np.ndarray], path: Path, title: str) -> str:
-    """(d) sorted mean posterior variance per latent coordinate, one line per run, coloured by lambda."""
-    sets, why = _matched_sets(runs[runs["run_id"].isin(profiles.keys())])
+def profile_targets(runs: pd.DataFrame, profiles: dict[str, np.ndarray], tolerance: float | None = None) -> list[float]:
+    """The rate targets (nats) panel (d) draws: those with a variance profile among their runs."""
+    sets, _ = _matched_sets(runs[runs["run_id"].isin(profiles.keys())], tolerance)
+    return [target for target, _ in sets[:4]]
+
+
+def plot_variance_profiles(runs: pd.DataFrame, profiles: dict[str, np.ndarray], path: Path, title: str,
+                           tolerance: float | None = None) -> str:
+    """(d) sorted mean posterior variance per latent coordinate, one panel per rate target R*, one
+    line per run coloured by lambda (dashed: off target)."""
+    with_profile = runs[runs["run_id"].isin(profiles.keys())]
+    sets, why = _matched_sets(with_profile, tolerance)
     if not sets:
-        return why or "no variance_profile.csv artifacts in this group"
+        return why if not with_profile.empty else "no variance_profile.csv artifacts in this group"
     sets = sets[:4]
     fig, axes = plt.subplots(1, len(sets), figsize=(FIGSIZE[0] * (0.75 + 0.5 * len(sets)) / 1.25, FIGSIZE[1]),
                              squeeze=False, sharey=True)
     colours = _colours(sorted(runs["lambda_neural"].dropna().unique()))
-    for ax, (label, members) in zip(axes[0], sets, strict=True):
-        seen: set[float] = set()
+    for ax, (target, members) in zip(axes[0], sets, strict=True):
+        seen: set[tuple[float, bool]] = set()
         for _, row in members.sort_values("lambda_neural").iterrows():
             values = profiles[row["run_id"]]
-            lam = row["lambda_neural"]
-            ax.plot(np.arange(len(values)), values, "-o", markersize=3, color=colours.get(lam, "k"),
-                    label=f"lambda={lam:g} (rate {row['rate']:.3g})" if lam not in seen else None)
-            seen.add(lam)
+            lam, on = row["lambda_neural"], bool(row["on_target"])
+            label = f"lambda={lam:g} (rate {row['rate']:.3g}{'' if on else ', off target'})"
+            ax.plot(np.arange(len(values)), values, "-o" if on else "--o", markersize=3, color=colours.get(lam, "k"),
+                    label=label if (lam, on) not in seen else None, alpha=1.0 if on else 0.6)
+            seen.add((lam, on))
+        within = int(members["on_target"].sum())
+        tol = float(members["tolerance_used"].max())
         ax.set_yscale("log")
         ax.set_xlabel("latent coordinate (sorted by variance)")
-        ax.set_title(label, fontsize=9)
+        ax.set_title(f"R* = {target:g} nats: {within} of {len(members)} runs within {tol:.0%}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     axes[0][0].set_ylabel("mean posterior variance σ²")
-    fig.suptitle(f"(d) sorted variance profiles at a matched rate\n{title}", fontsize=10)
+    fig.suptitle(f"(d) sorted variance profiles at the same rate target\n{title}", fontsize=10)
     _save(fig, path)
     return ""
 
 
-def draw_group(runs: pd.DataFrame, profiles: dict[str, np.ndarray], folder: Path, title: str) -> list[Figure]:
-    """The four figures of one group, written as ``folder/<group>_<kind>.png``."""
+def draw_group(runs: pd.DataFrame, profiles: dict[str, np.ndarray], folder: Path, title: str,
+               tolerance: float | None = None) -> list[Figure]:
+    """The four figures of one group, written as ``folder/<group>_<kind>.png``. `tolerance`: the
+    relative rate tolerance of panel (d) (None: each sweep's, else 0.05)."""
     folder.mkdir(parents=True, exist_ok=True)
     base = slug(title)
+    targets = profile_targets(runs, profiles, tolerance) if not runs.empty else []
+    at = ", ".join(f"R* = {t:g} nats" for t in targets)
     makers: list[tuple[str, str, Callable[[Path], str]]] = [
         ("a", "Rate-distortion frontier", lambda p: plot_rd_frontier(runs, p, title)),
         ("b", "Rate against lambda at fixed beta", lambda p: plot_rate_vs_lambda(runs, p, title)),
         ("c", "Anisotropy against lambda at matched rate", lambda p: plot_anisotropy_vs_lambda(runs, p, title)),
-        ("d", "Sorted variance profiles at a matched rate", lambda p: plot_variance_profiles(runs, profiles, p, title)),
+        ("d", f"Sorted variance profiles at the same rate target{f' ({at})' if at else ''}",
+         lambda p: plot_variance_profiles(runs, profiles, p, title, tolerance)),
     ]
     figures = []
     for kind, caption, make in makers:

@@ -1,12 +1,16 @@
 """``raysweep report``: the frontier dashboard of one MLflow experiment as a static HTML page.
 
 ``DIR/index.html`` (from the template ``dashboards/report.html`` and ``dashboards/report.css``)
-shows, per dataset x model x neural loss, the four figures of :mod:`raysweep.frontier.plots`
+opens with the claims (:mod:`raysweep.frontier.claims`: per group the slope of rate against lambda
+at each beta, the frontier shift per lambda, the slope of anisotropy against lambda at each rate
+target, each with its 95% interval and verdict; also ``DIR/claims.json`` and ``DIR/claims.csv``),
+then shows, per dataset x model x neural loss, the four figures of :mod:`raysweep.frontier.plots`
 (``DIR/plots/*.png``, referenced relatively so the page works from file:// with no server) and a
 table of runs linking to their MLflow pages; for a matched-rate sweep (its parent run holds the
 ``operating_points/`` artifact) also an "Operating points" section (figures and table, see
 :mod:`raysweep.frontier.operating_points`). The report is also logged as artifacts (``report/``)
-of each sweep's parent run in the experiment.
+of each sweep's parent run in the experiment, and the claims as its ``claims.json`` and
+``claims.csv`` artifacts.
 """
 
 from __future__ import annotations
@@ -21,6 +25,16 @@ from pathlib import Path
 import pandas as pd
 
 from raysweep.errors import RaysweepError
+from raysweep.frontier.claims import (
+    ANISOTROPY_VS_LAMBDA,
+    CLAIM_LABELS,
+    ClaimRow,
+    compute_claims,
+    interval,
+    number,
+    where,
+    write_claims,
+)
 from raysweep.frontier.collect import Collected, collect_runs, load_variance_profiles
 from raysweep.frontier.operating_points import (
     SECTION_ID,
@@ -31,12 +45,15 @@ from raysweep.frontier.operating_points import (
 )
 from raysweep.frontier.pareto import pareto_mask
 from raysweep.frontier.plots import Figure, draw_group, groups, slug
+from raysweep.frontier.selection import with_operating_points
 from raysweep.tracking.store import make_client, ui_run_url
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 TEMPLATE, STYLESHEET = "report.html", "report.css"
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
 PLOTS = "plots"
+CLAIMS_ID = "claims"
+CLAIM_FILES = ("claims.json", "claims.csv")
 
 #: Table columns: (header, frame column, number format or None for text).
 COLUMNS: list[tuple[str, str, str | None]] = [
@@ -98,6 +115,40 @@ def _pareto_ids(report_groups: list[Group]) -> set[str]:
     return ids
 
 
+def _verdict_class(verdict: str) -> str:
+    return "verdict verdict-" + "-".join(verdict.split())
+
+
+def claims_html(rows: list[ClaimRow]) -> str:
+    """The report's claims section: one table row per group and beta, lambda or rate target."""
+    head = "".join(f"<th>{h}</th>" for h in ("claim", "group", "at", "slope / shift", "95% interval", "verdict",
+                                             "n", "seeds", "off target", "reason"))
+    body = []
+    for row in rows:
+        off = str(row.excluded) if row.claim == ANISOTROPY_VS_LAMBDA else ""
+        cells = [CLAIM_LABELS[row.claim], row.group, where(row), number(row.slope), interval(row)]
+        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        tds += f'<td class="{_verdict_class(row.verdict)}">{html.escape(row.verdict)}</td>'
+        tds += "".join(f"<td>{c}</td>" for c in (row.n, row.n_seeds, off))
+        tds += f'<td class="reason" title="{html.escape(row.method)}">{html.escape(row.reason)}</td>'
+        body.append(f'      <tr class="claim claim-{row.claim}">{tds}</tr>')
+    excluded = sum(r.excluded for r in rows if r.claim == ANISOTROPY_VS_LAMBDA)
+    table = (f'<div class="scroll">\n  <table class="claims">\n    <thead><tr>{head}</tr></thead>\n    <tbody>\n'
+             + "\n".join(body) + "\n    </tbody>\n  </table>\n</div>") if rows else \
+        '<p class="empty">No finished runs: nothing to test yet.</p>'
+    return (f'<section id="{CLAIMS_ID}">\n<h2>Claims</h2>\n'
+            '<p class="meta"><strong>Rate vs lambda</strong>: least-squares slope of the final rate (nats) against '
+            "lambda at each fixed β, every seed a replicate, 95% t interval (n − 2 degrees of freedom). "
+            "<strong>Frontier shift</strong>: mean rate difference (nats) of each λ's rate-distortion curve to the "
+            "λ = 0 curve at equal per-pixel MSE over their common range (PCHIP of rate against log MSE, "
+            "Bjøntegaard style; negative: the frontier shifts down), 95% percentile bootstrap over seeds. "
+            "<strong>Anisotropy vs lambda</strong>: slope of mean anisotropy against λ at each rate target R*, "
+            f"only runs within the rate tolerance of R* ({excluded} off-target run{'s' * (excluded != 1)} left out), "
+            "95% t interval. A verdict needs an interval that excludes 0; the method of each row is its reason "
+            'cell\'s tooltip. As a table: <a href="claims.json">claims.json</a>, <a href="claims.csv">claims.csv</a>.</p>\n'
+            f"{table}\n</section>")
+
+
 def _template(name: str) -> Path:
     path = DASHBOARDS / name
     if not path.is_file():
@@ -106,9 +157,11 @@ def _template(name: str) -> Path:
 
 
 def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_url: str,
-           points: pd.DataFrame | None = None, point_figures: list[Figure] | None = None) -> Path:
+           points: pd.DataFrame | None = None, point_figures: list[Figure] | None = None,
+           claims: list[ClaimRow] | None = None) -> Path:
     """Write ``out_dir/index.html`` and its stylesheet; returns the page's path. `points` and
-    `point_figures`: the matched-rate operating points and their figures, when there are any."""
+    `point_figures`: the matched-rate operating points and their figures, when there are any;
+    `claims`: the rows of the claims section at the top."""
     runs = collected.runs
     front = _pareto_ids(report_groups)
     counts = runs["status"].value_counts().to_dict()
@@ -134,6 +187,7 @@ def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_u
         "summary": html.escape(summary),
         "ui_hint": hint,
         "toc": toc,
+        "claims": claims_html(claims or []),
         "groups": "\n".join(_group_html(g) for g in report_groups),
         "operating_points": section,
         "table_head": "<th>run</th>" + "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in COLUMNS),
@@ -149,16 +203,32 @@ def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_u
 
 
 def log_report(collected: Collected, out_dir: Path) -> None:
-    """Log the page, its stylesheet and figures under ``report/`` of every parent (sweep) run."""
+    """Log the page, its stylesheet and figures under ``report/`` of every parent (sweep) run, and
+    ``claims.json`` / ``claims.csv`` at the top of its artifacts."""
     client = make_client(collected.tracking_uri)
     for run_id in collected.parent_run_ids:
+        for name in CLAIM_FILES:
+            client.log_artifact(run_id, str(out_dir / name))
         client.log_artifact(run_id, str(out_dir / "index.html"), "report")
         client.log_artifact(run_id, str(out_dir / STYLESHEET), "report")
         client.log_artifacts(run_id, str(out_dir / PLOTS), f"report/{PLOTS}")
 
 
+def sweep_claims(experiment: str, tracking_uri: str, tolerance: float | None = None) -> list[ClaimRow]:
+    """The claims of `experiment` (``raysweep claims``): its runs and operating points read from
+    MLflow, nothing drawn or written.
+
+    Raises:
+        RaysweepError: an unknown experiment or one without trial runs (naming ``--experiment``).
+    """
+    collected = collect_runs(tracking_uri, experiment)
+    points = load_operating_points(tracking_uri, collected.parent_run_ids, collected.runs)
+    return compute_claims(collected.runs, points, tolerance)
+
+
 def build_report(
-    experiment: str, tracking_uri: str, out_dir: str | Path, ui_url: str | None = None, log_to_mlflow: bool = True
+    experiment: str, tracking_uri: str, out_dir: str | Path, ui_url: str | None = None, log_to_mlflow: bool = True,
+    tolerance: float | None = None,
 ) -> Path:
     """Draw the frontier report of `experiment` into `out_dir`; returns ``out_dir/index.html``.
 
@@ -168,7 +238,9 @@ def build_report(
         out_dir: where ``index.html``, ``report.css`` and ``plots/`` go (created).
         ui_url: base URL of the MLflow UI for the run links (default: the tracking server for an
             http URI, else ``http://127.0.0.1:5000``, where ``raysweep ui`` serves by default).
-        log_to_mlflow: also log the report as artifacts of the sweep's parent run(s).
+        log_to_mlflow: also log the report and the claims as artifacts of the sweep's parent run(s).
+        tolerance: relative rate tolerance for the matched-rate claim and panel (d) (None: each
+            sweep's ``search.matched_rate.tolerance``, else 0.05).
 
     Raises:
         RaysweepError: an unknown experiment or one without trial runs (naming ``--experiment``).
@@ -182,15 +254,18 @@ def build_report(
     plots.mkdir(parents=True, exist_ok=True)
     if ui_url is None:
         ui_url = tracking_uri if tracking_uri.startswith(("http://", "https://")) else DEFAULT_UI_URL
-    finished = collected.runs[collected.runs["status"] == "finished"]
+    points = load_operating_points(tracking_uri, collected.parent_run_ids, collected.runs)
+    runs = with_operating_points(collected.runs, points)
+    finished = runs[runs["status"] == "finished"]
     profiles = load_variance_profiles(tracking_uri, finished["run_id"].tolist())
     report_groups = []
-    for title, members in groups(collected.runs):
+    for title, members in groups(runs):
         done = members[members["status"] == "finished"]
-        report_groups.append(Group(title, members, draw_group(done, profiles, plots, title)))
-    points = load_operating_points(tracking_uri, collected.parent_run_ids, collected.runs)
+        report_groups.append(Group(title, members, draw_group(done, profiles, plots, title, tolerance)))
     point_figures = draw_operating_points(points, plots) if not points.empty else []
-    index = render(collected, report_groups, out, ui_url.rstrip("/"), points, point_figures)
+    claims = compute_claims(runs, points, tolerance)
+    write_claims(claims, out)
+    index = render(collected, report_groups, out, ui_url.rstrip("/"), points, point_figures, claims)
     if log_to_mlflow:
         log_report(collected, out)
     return index

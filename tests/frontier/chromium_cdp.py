@@ -63,12 +63,15 @@ def chromium(binary: str, profile: Path, timeout: float = 60.0) -> Iterator[int]
 
 @dataclass
 class PageReport:
-    """What the browser saw: images (src, complete, naturalWidth) and error-level messages."""
+    """What the browser saw: images (src, complete, naturalWidth), error-level messages, the title,
+    the table links, the id of the first section of <main> and the claims' verdict cells."""
 
     images: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     title: str = ""
     links: list[str] = field(default_factory=list)
+    first_section: str = ""
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Session:
@@ -127,6 +130,11 @@ def _errors(events: list[dict[str, Any]]) -> list[str]:
 _IMAGES_JS = ("JSON.stringify(Array.from(document.images).map(i => "
               "({src: i.getAttribute('src'), complete: i.complete, naturalWidth: i.naturalWidth})))")
 _LINKS_JS = "JSON.stringify(Array.from(document.querySelectorAll('td a')).map(a => a.href))"
+_FIRST_SECTION_JS = "(document.querySelector('main > section') || {id: ''}).id"
+# The claims table's verdict cells: text, class and whether they are laid out (visible, styled).
+_VERDICTS_JS = ("JSON.stringify(Array.from(document.querySelectorAll('#claims td.verdict')).map(td => "
+                "({text: td.textContent, className: td.className, height: td.getBoundingClientRect().height, "
+                "color: getComputedStyle(td).color})))")
 
 
 async def _inspect(port: int, url: str, screenshot: Path | None, width: int) -> PageReport:
@@ -151,6 +159,10 @@ async def _inspect(port: int, url: str, screenshot: Path | None, width: int) -> 
             report.links = json.loads(result["result"]["value"])
             result = await cdp.send("Runtime.evaluate", {"expression": "document.title", "returnByValue": True})
             report.title = result["result"]["value"]
+            result = await cdp.send("Runtime.evaluate", {"expression": _FIRST_SECTION_JS, "returnByValue": True})
+            report.first_section = result["result"]["value"]
+            result = await cdp.send("Runtime.evaluate", {"expression": _VERDICTS_JS, "returnByValue": True})
+            report.verdicts = json.loads(result["result"]["value"])
             if screenshot is not None:
                 metrics = await cdp.send("Page.getLayoutMetrics")
                 height = int(min(12000, metrics["cssContentSize"]["height"]))

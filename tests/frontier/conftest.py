@@ -31,7 +31,7 @@ def report_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         fixed = {
             "trial": tiny_trial_dict(),
             "loss.lambda_neural": tune.grid_search([0.0, 0.5]),
-            "objective.beta": tune.grid_search([0.5, 2.0]),
+            "objective.beta": tune.grid_search([0.03, 0.125]),
         }
         geco = {
             "trial": tiny_trial_dict(**{"objective.geco.target_rate": 4.0}),

@@ -1,8 +1,10 @@
 """The frontier report, drawn from a real MLflow store filled by real sweeps, rendered in
-headless Chromium: every image loads, the console shows no error, runs link to MLflow."""
+headless Chromium: every image loads, the console shows no error, runs link to MLflow, and the
+claims section opens the page with one styled verdict cell per claim row."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -13,6 +15,7 @@ from chromium_cdp import find_chromium, inspect_page
 from conftest import EXPERIMENT
 
 from raysweep.cli import main
+from raysweep.frontier.claims import VERDICTS
 from raysweep.frontier.collect import collect_runs
 from raysweep.frontier.plots import groups
 from raysweep.frontier.report import build_report
@@ -26,7 +29,7 @@ def test_collect_reads_params_metrics_and_tags(report_store: tuple[str, Path]) -
     assert len(runs) == 8 and len(collected.parent_run_ids) == 2
     assert set(runs["status"]) == {"finished"}
     assert runs["geco"].sum() == 4 and set(runs.loc[runs["geco"], "target_rate"]) == {4.0}
-    assert sorted(runs.loc[~runs["geco"], "beta"]) == [0.5, 0.5, 2.0, 2.0]
+    assert sorted(runs.loc[~runs["geco"], "beta"]) == [0.03, 0.03, 0.125, 0.125]
     assert set(runs["lambda_neural"]) == {0.0, 0.5}
     assert runs["rate"].gt(0).all() and runs["mse"].gt(0).all()
     assert set(runs["dataset"]) == {"xysquares"} and set(runs["loss"]) == {"box_blur"}
@@ -42,6 +45,14 @@ def test_report_renders_in_headless_chromium(report_store: tuple[str, Path], tmp
     for parent in collect_runs(uri, EXPERIMENT).parent_run_ids:
         logged = {f.path for f in client.list_artifacts(parent, "report")}
         assert {"report/index.html", "report/report.css", "report/plots"} <= logged
+        assert {"claims.json", "claims.csv"} <= {f.path for f in client.list_artifacts(parent)}
+    claims = json.loads((out / "claims.json").read_text())
+    # one group: rate vs lambda at each of the two betas, the shift of lambda 0.5, anisotropy at R* = 4 nats
+    assert [(c["claim"], c["beta"] or c["lambda_neural"] or c["target_rate"]) for c in claims] == [
+        ("rate_vs_lambda", 0.03), ("rate_vs_lambda", 0.125), ("frontier_shift", 0.5), ("anisotropy_vs_lambda", 4.0)]
+    assert all(c["verdict"] in VERDICTS and (c["reason"] or c["ci_low"] is not None) for c in claims)
+    assert claims[0]["reason"] == "no replicate per lambda; add seeds: search.seeds"  # one seed at fixed beta
+    assert "R* = 4 nats" in index.read_text()  # panel (d) says which target it compares
 
     binary = find_chromium()
     if binary is None:
@@ -57,6 +68,12 @@ def test_report_renders_in_headless_chromium(report_store: tuple[str, Path], tmp
         assert image["complete"] and image["naturalWidth"] > 0, image
     assert page.errors == []
     assert len(page.links) == 8 and all("/#/experiments/" in link and "/runs/" in link for link in page.links)
+    assert page.first_section == "claims"
+    assert [v["text"] for v in page.verdicts] == [c["verdict"] for c in claims]
+    for cell in page.verdicts:
+        assert cell["className"] == "verdict verdict-" + "-".join(cell["text"].split()) and cell["height"] > 0
+    styled = {v["text"]: v["color"] for v in page.verdicts}
+    assert styled.get("insufficient data", "rgb(91, 101, 114)") == "rgb(91, 101, 114)"  # report.css's --muted
     assert screenshot.stat().st_size > 10_000
 
 
