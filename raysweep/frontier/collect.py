@@ -10,6 +10,7 @@ Each run also gets its sweep's search mode and matched-rate tolerance, read from
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from raysweep.tracking.store import (
     ROLE_TRIAL,
     STATUS_TAG,
     TRIAL_ID_TAG,
+    WITHHELD_TAG,
     find_experiment,
     make_client,
     search_all,
@@ -55,6 +57,7 @@ SHORT_COLUMNS: dict[str, tuple[str, bool]] = {
     "distortion_sse": ("metrics.distortion_sse", True),
     "anisotropy": ("metrics.anisotropy", True),
     "aggregated_anisotropy": ("metrics.aggregated_anisotropy", True),
+    "channel_anisotropy": ("metrics.channel_anisotropy", True),
     "active_units": ("metrics.active_units", True),
     "final_beta": ("metrics.beta", True),
     "step": ("metrics.step", True),
@@ -93,10 +96,20 @@ def _row(run: Any) -> dict[str, Any]:
         "tag_model": tags.get(MODEL_TAG),
         "operating_point": tags.get(OPERATING_POINT_TAG) == "true",
         "op_target_rate": _to_number(tags.get(TARGET_RATE_TAG)),
+        "withheld": _withheld(tags.get(WITHHELD_TAG)),
     }
     row.update({f"params.{k}": v for k, v in run.data.params.items()})
     row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
     return row
+
+
+def _withheld(text: str | None) -> dict[str, str]:
+    """The {metric: reason} of the run's withheld tag ({} when absent or unreadable)."""
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _to_number(value: Any) -> float:
@@ -111,7 +124,8 @@ def runs_frame(runs: list[Any]) -> pd.DataFrame:
     (strings, as MLflow stores them), ``metrics.<key>`` (final values), and the short columns of
     :data:`SHORT_COLUMNS` (``dataset``, ``lambda_neural``, ``rate`` in nats, ``mse`` per pixel...),
     plus ``geco`` (True when the run had a GECO rate target), ``operating_point`` and
-    ``op_target_rate`` (nats; the tags of a matched-rate operating point)."""
+    ``op_target_rate`` (nats; the tags of a matched-rate operating point), and ``withheld``
+    ({metric: reason} of the metrics its last validation withheld as unsound)."""
     frame = pd.DataFrame([_row(r) for r in runs])
     for short, (source, numeric) in SHORT_COLUMNS.items():
         values = frame[source] if source in frame else pd.Series([None] * len(frame), index=frame.index)

@@ -62,6 +62,7 @@ COLUMNS: list[tuple[str, str, str | None]] = [
     ("R* (nats)", "target_rate", "{:g}"), ("seed", "seed", "{:.0f}"), ("step", "step", "{:.0f}"),
     ("rate (nats)", "rate", "{:.4g}"), ("MSE / pixel", "mse", "{:.4g}"), ("PSNR (dB)", "psnr", "{:.3g}"),
     ("anisotropy", "anisotropy", "{:.4g}"), ("agg. anisotropy", "aggregated_anisotropy", "{:.4g}"),
+    ("channel anisotropy", "channel_anisotropy", "{:.4g}"),
     ("active units", "active_units", "{:.0f}"), ("final β", "final_beta", "{:.4g}"),
 ]
 
@@ -99,9 +100,14 @@ def _row_html(row: pd.Series, experiment_id: str, ui_url: str, on_front: bool) -
     name = html.escape(str(row["run_name"] or row["run_id"]))
     star = ' <span class="pareto" title="on the Pareto frontier of its group">★</span>' if on_front else ""
     cells = [f'<td><a href="{html.escape(link)}">{name}</a>{star}</td>']
+    withheld = row.get("withheld") if isinstance(row.get("withheld"), dict) else {}
     for header, column, fmt in COLUMNS:
         value = row.get(column)
         css = f' class="status-{html.escape(str(value))}"' if header == "status" else ""
+        reason = withheld.get(column)
+        if reason is not None:  # left out as unsound: say so, with the reason on hover
+            cells.append(f'<td class="withheld" title="{html.escape(reason)}">withheld</td>')
+            continue
         cells.append(f"<td{css}>{format_cell(value, fmt)}</td>")
     return "      <tr>" + "".join(cells) + "</tr>"
 
