@@ -16,6 +16,7 @@ of each sweep's parent run in the experiment, and the claims as its ``claims.jso
 from __future__ import annotations
 
 import html
+import importlib.resources
 import shutil
 import string
 import time
@@ -48,7 +49,9 @@ from raysweep.frontier.plots import Figure, draw_group, groups, slug
 from raysweep.frontier.selection import with_operating_points
 from raysweep.tracking.store import make_client, ui_run_url
 
-DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
+# The templates live in the repository's dashboards/ folder, installed as the package
+# raysweep.dashboards (pyproject.toml maps one onto the other, editable installs included).
+DASHBOARDS_PACKAGE = "raysweep.dashboards"
 TEMPLATE, STYLESHEET = "report.html", "report.css"
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
 PLOTS = "plots"
@@ -156,7 +159,10 @@ def claims_html(rows: list[ClaimRow]) -> str:
 
 
 def _template(name: str) -> Path:
-    path = DASHBOARDS / name
+    try:
+        path = Path(str(importlib.resources.files(DASHBOARDS_PACKAGE) / name))
+    except ModuleNotFoundError:
+        path = Path(__file__).resolve().parents[2] / "dashboards" / name  # a source tree on sys.path
     if not path.is_file():
         raise RaysweepError(f"the dashboard template {path} is missing: reinstall raysweep from its repository")
     return path
