@@ -2,9 +2,12 @@
 
 Tiny vector VAE on 16x16 XYSquares (two 4-pixel squares on a 4x4 grid, 6 latent dimensions,
 batch 16, 192 training images = 12 steps per epoch), loss = (1 - lambda) SSE + lambda box blur
-(balanced), a few lambda cells x rate targets. Every strategy runs under real Ray Tune on this
-machine (one CPU per trial, actors reused) and is charged the epochs of every trial it started,
-stopped ones included. For each it reports how many (cell, target) pairs ended within the relative
+(balanced), a few lambda cells x rate targets. Every strategy runs as a raysweep sweep through the
+product's own path: a sweep mapping with ``search.mode: matched_rate`` (the grid: ``search.mode:
+grid``) validated by ``sweep_from_dict`` and run by ``raysweep.tune.run.run_sweep`` on this machine
+(one CPU per trial, actors reused, checkpoints and MLflow tracking as in any sweep), and is
+charged the epochs of every trial it started, stopped ones included (the sweep's operating
+points). For each it reports how many (cell, target) pairs ended within the relative
 ``--tolerance`` and the total epochs.
 
 The grid is the baseline the adaptive strategies must beat: log-spaced betas over the same initial
@@ -31,35 +34,50 @@ import argparse
 import json
 import math
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
-from ray import tune
 
-from raysweep.tune.matched_rate import MatchedRateSearch, build_matched_rate_plan, cell_label, train_trainable
-from raysweep.tune.operating_points import META_KEY, derive_operating_points, within_tolerance
+from raysweep.tune.load import sweep_from_dict
+from raysweep.tune.matched_rate.points import cell_label, records_from_results, within_tolerance
+from raysweep.tune.run import run_sweep
+from raysweep.tune.summary import SweepOutcome
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tiny_trial import tiny_trial_tree  # noqa: E402  (the tests' tiny trial, defined once)
 
 
 def base_trial(steps: int, val_every: int) -> dict[str, Any]:
-    """The tiny trial (as in tests/conftest.py) with the box-blur term, nested dict."""
-    return {
-        "data": {"dataset": "xysquares", "image_size": 16, "val_size": 64,
-                 "xysquares": {"square_size": 4, "num_squares": 2}},
-        "model": {"arch": "vector_vae", "preset": "tiny", "latent_dim": 6},
-        "loss": {"neural": "box_blur", "lambda_neural": 0.0},
-        "objective": {"beta": 0.0625, "geco": {"step_size": 0.02, "ema_decay": 0.9}},
-        "train": {"max_steps": steps, "batch_size": 16, "lr": 2e-3, "val_every": val_every, "seed": 0},
-    }
+    """The tiny trial (tests/tiny_trial.py) with the box-blur term and a faster GECO controller."""
+    return tiny_trial_tree(**{"loss.neural": "box_blur", "objective.geco.step_size": 0.02,
+                              "objective.geco.ema_decay": 0.9, "train.max_steps": steps, "train.val_every": val_every})
 
 
-def run_tuner(param_space: dict[str, Any], storage: str, name: str, **tune_config: Any) -> Any:
-    run_config = tune.RunConfig(storage_path=storage, name=name, verbose=0,
-                                stop=tune_config.pop("stop", None))
-    tuner = tune.Tuner(train_trainable, param_space=param_space, run_config=run_config,
-                       tune_config=tune_config.pop("config"))
-    return tuner.fit()
+def sweep(name: str, storage: str, trial: dict[str, Any], search: dict[str, Any]) -> SweepOutcome:
+    """Validate and run one sweep through the product's sweep path (quiet: this script prints)."""
+    config = sweep_from_dict({"name": name, "trial": trial, "search": search,
+                              "resources": {"workers": 1, "cpus_per_worker": 1}}, source=name)
+    return run_sweep(config, storage=storage, verbose=0)
+
+
+def trial_results(outcome: SweepOutcome) -> list[dict[str, Any]]:
+    """Every trial of a finished sweep as ``{"trial_id", "config", "metrics"}`` (its last result),
+    read back from the sweep directory with Tune's ``ExperimentAnalysis``."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(outcome.sweep_dir)
+    return [{"trial_id": t.trial_id, "config": dict(t.config), "metrics": dict(t.last_result or {}),
+             "error": t.status == "ERROR"} for t in analysis.trials]
+
+
+def matched_rate_search(cells: list[dict], targets: list[float], strategy: str, **block: Any) -> dict[str, Any]:
+    """The ``search`` block of a matched-rate sweep over `cells` x `targets`."""
+    return {"mode": "matched_rate", "cells": cells,
+            "matched_rate": {"targets": list(targets), "strategy": strategy, **block}}
 
 
 def summary(points: list, seconds: float) -> dict[str, Any]:
@@ -70,19 +88,15 @@ def summary(points: list, seconds: float) -> dict[str, Any]:
                         "trials": p.trials, "epochs": p.epochs} for p in points]}
 
 
-def run_adaptive(strategy: str, args: argparse.Namespace, cells: list[dict], storage: str) -> tuple[dict, Any]:
-    search = MatchedRateSearch(targets=args.targets, tolerance=args.tolerance, strategy=strategy,
-                               beta_min=args.beta_min, beta_max=args.beta_max, probes=args.probes,
-                               max_trials=args.optuna_max_trials if strategy == "optuna" else args.max_trials,
-                               stopped_trials=args.stopped_trials,
-                               early_stopping=True if strategy == "optuna" else args.asha_bisection,
-                               grace_period=args.grace_period)
-    plan = build_matched_rate_plan(search, cells, reports_per_trial=args.steps // args.val_every)
+def run_adaptive(strategy: str, args: argparse.Namespace, cells: list[dict], storage: str) -> tuple[dict, SweepOutcome]:
+    block = dict(tolerance=args.tolerance, beta_min=args.beta_min, beta_max=args.beta_max, probes=args.probes,
+                 max_trials=args.optuna_max_trials if strategy == "optuna" else args.max_trials,
+                 stopped_trials=args.stopped_trials,
+                 early_stopping=True if strategy == "optuna" else args.asha_bisection, grace_period=args.grace_period)
     started = time.perf_counter()
-    results = run_tuner(base_trial(args.steps, args.val_every), storage, strategy, stop=plan.stopper,
-                        config=plan.tune_config(reuse_actors=True))
-    points = derive_operating_points(results, args.tolerance)
-    return summary(points, time.perf_counter() - started), results
+    outcome = sweep(strategy, storage, base_trial(args.steps, args.val_every),
+                    matched_rate_search(cells, args.targets, strategy, **block))
+    return summary(outcome.operating_points, time.perf_counter() - started), outcome
 
 
 def run_geco(args: argparse.Namespace, cells: list[dict], storage: str) -> dict:
@@ -94,14 +108,14 @@ def run_geco(args: argparse.Namespace, cells: list[dict], storage: str) -> dict:
         if not todo:
             break
         steps = args.steps * factor
-        search = MatchedRateSearch(targets=args.targets, tolerance=args.tolerance, strategy="geco")
-        for cell, target in todo:  # one Tuner per task: the failing tasks are not a cross product
-            plan = build_matched_rate_plan(search.model_copy(update={"targets": [target]}), [cell], 1)
-            results = run_tuner(base_trial(steps, steps // (args.steps // args.val_every)), storage,
-                                f"geco_x{factor}_{len(records)}_{target}", config=plan.tune_config(reuse_actors=True))
-            (point,) = derive_operating_points(results, args.tolerance)
-            prev = records.get((point.cell, target), {"epochs": 0.0, "trials": 0})
-            records[(point.cell, target)] = {"cell": point.cell, "target": target, "beta": point.beta,
+        for cell, target in todo:  # one sweep per task: the failing tasks are not a cross product
+            trial = base_trial(steps, steps // (args.steps // args.val_every))
+            outcome = sweep(f"geco_x{factor}_{len(records)}_{target:g}", storage, trial,
+                            matched_rate_search([cell], [target], "geco", tolerance=args.tolerance))
+            (point,) = outcome.operating_points
+            label = cell_label(cell)  # a one-cell sweep varies nothing: its point's cell is "base"
+            prev = records.get((label, target), {"epochs": 0.0, "trials": 0})
+            records[(label, target)] = {"cell": label, "target": target, "beta": point.beta,
                                              "rate": point.rate, "matched": point.within_tolerance,
                                              "epochs": prev["epochs"] + point.epochs,
                                              "trials": prev["trials"] + point.trials, "length": factor}
@@ -112,14 +126,12 @@ def run_geco(args: argparse.Namespace, cells: list[dict], storage: str) -> dict:
             "points": rows}
 
 
-def grid_spacing(results: Any, args: argparse.Namespace) -> tuple[float, list[dict]]:
+def grid_spacing(outcome: SweepOutcome, args: argparse.Namespace) -> tuple[float, list[dict]]:
     """Log-beta spacing that resolves every target to the tolerance, from bisection's bracketing trials."""
     by_task: dict[tuple[str, float], list[tuple[float, float]]] = {}
-    for res in results:
-        meta = res.config.get(META_KEY)
-        if meta and res.metrics.get("progress", 0) >= 1.0:
-            beta = res.config["objective"]["beta"]
-            by_task.setdefault((meta["cell"], meta["target"]), []).append((math.log(beta), res.metrics["rate"]))
+    for record in records_from_results(trial_results(outcome)):
+        if record.converged:
+            by_task.setdefault(record.task, []).append((math.log(record.beta), record.rate))
     slopes = []
     for (cell, target), obs in sorted(by_task.items()):
         above = [o for o in obs if o[1] >= target]
@@ -147,15 +159,14 @@ def run_grid(args: argparse.Namespace, cells: list[dict], spacing: float, storag
         return row
     betas = [args.beta_min * math.exp(span * i / (n - 1)) for i in range(n)]
     started = time.perf_counter()
-    space = base_trial(args.steps, args.val_every)
-    space["loss"]["lambda_neural"] = tune.grid_search([c["loss.lambda_neural"] for c in cells])
-    space["objective"]["beta"] = tune.grid_search(betas)
-    results = run_tuner(space, storage, "grid", config=tune.TuneConfig(reuse_actors=True))
+    search = {"mode": "grid", "grid": {"loss.lambda_neural": [c["loss.lambda_neural"] for c in cells],
+                                       "objective.beta": betas}}
+    results = trial_results(sweep("grid", storage, base_trial(args.steps, args.val_every), search))
     rates: dict[float, list[float]] = {}
     epochs = 0.0
     for res in results:
-        rates.setdefault(res.config["loss"]["lambda_neural"], []).append(res.metrics["rate"])
-        epochs += res.metrics["epoch"]
+        rates.setdefault(res["config"]["loss.lambda_neural"], []).append(res["metrics"]["rate"])
+        epochs += res["metrics"]["epoch"]
     hits = [{"lambda": lam, "target": t, "hit": any(within_tolerance(r, t, args.tolerance) for r in rs)}
             for lam, rs in sorted(rates.items()) for t in args.targets]
     row.update(matched=sum(h["hit"] for h in hits), trials=len(results), epochs=epochs, ran=True, hits=hits,
@@ -196,20 +207,21 @@ def main() -> None:
                      "--strategies or pass --grid-spacing")
 
     cells = [{"loss.lambda_neural": lam} for lam in args.lambdas]
-    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     storage = tempfile.mkdtemp(prefix="raysweep-bench-mr-")
     rows: dict[str, dict] = {}
-    bisection_results = None
+    bisection: SweepOutcome | None = None
     for strategy in args.strategies:
         if strategy in ("bisection", "optuna"):
-            rows[strategy], results = run_adaptive(strategy, args, cells, storage)
+            rows[strategy], outcome = run_adaptive(strategy, args, cells, storage)
             if strategy == "bisection":
-                bisection_results = results
+                bisection = outcome
         elif strategy == "geco":
             rows["geco"] = run_geco(args, cells, storage)
         elif strategy == "grid":
             if args.grid_spacing is None:
-                spacing, slopes = grid_spacing(bisection_results, args)
+                assert bisection is not None
+                spacing, slopes = grid_spacing(bisection, args)
             else:
                 spacing, slopes = args.grid_spacing, []
             epochs_per_trial = args.steps / 12  # 192 training images / batch 16 (see base_trial)

@@ -27,18 +27,17 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-TRIAL: dict[str, Any] = {
-    "data": {"dataset": "xysquares", "image_size": 16, "val_size": 64, "xysquares": {"square_size": 4, "num_squares": 2}},
-    "model": {"arch": "vector_vae", "preset": "tiny", "latent_dim": 6},
-    "loss": {"neural": "none", "lambda_neural": 0.0},
-    "objective": {"beta": 0.0625},
-    "train": {"max_steps": 600, "batch_size": 16, "lr": 2e-3, "val_every": 200, "seed": 0},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tiny_trial import tiny_trial_tree  # noqa: E402  (the tests' tiny trial, defined once)
+
+#: The tiny trial at 600 steps, a validation every 200.
+TRIAL: dict[str, Any] = tiny_trial_tree(**{"train.max_steps": 600, "train.val_every": 200})
 
 
 def bare_trial(config: dict[str, Any]) -> None:
@@ -72,8 +71,8 @@ def run_bare(trial: dict[str, Any], folder: Path, name: str) -> tuple[float, flo
 
 def run_raysweep(trial: dict[str, Any], folder: Path, name: str, workers: int) -> tuple[float, float]:
     """Wall seconds of a one-trial raysweep sweep with `workers` DDP workers, and the loop's seconds."""
+    from raysweep.tune.load import sweep_from_dict
     from raysweep.tune.run import run_sweep
-    from raysweep.tune.sweep_config import sweep_from_dict
 
     sweep = sweep_from_dict({"name": name, "trial": trial, "resources": {"workers": workers, "cpus_per_worker": 1}})
     started = time.perf_counter()

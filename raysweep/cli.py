@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from raysweep.errors import RaysweepError
 
 if TYPE_CHECKING:
-    from raysweep.tune.run import SweepOutcome
+    from raysweep.tune.summary import SweepOutcome
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 1
@@ -239,22 +239,24 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- sweeps (Ray Tune)
 def cmd_validate(args: argparse.Namespace) -> int:
-    from raysweep.tune.validate import validate_sweep
+    from raysweep.tune.check import validate_sweep
 
     print(validate_sweep(args.sweep, args.overrides, name=args.name, address=args.address, cluster_file=args.cluster))
     return 0
 
 
 def _print_outcome(outcome: SweepOutcome) -> int:
-    from raysweep.tune.run import format_outcome, load_sweep_dir, optuna_storage_url
+    from raysweep.tune.load import load_sweep_dir
+    from raysweep.tune.storage import optuna_storage_url
+    from raysweep.tune.summary import format_outcome
 
     print(format_outcome(outcome, optuna_storage_url(load_sweep_dir(outcome.sweep_dir), outcome.sweep_dir)))
     return 0 if outcome.complete else 1
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from raysweep.tune.load import load_sweep
     from raysweep.tune.run import run_sweep
-    from raysweep.tune.sweep_config import load_sweep
 
     sweep = load_sweep(args.sweep, args.overrides, name=args.name)
     return _print_outcome(run_sweep(sweep, storage=args.storage, address=args.address))

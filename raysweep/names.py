@@ -89,3 +89,8 @@ TRIAL_ARTIFACTS = (FINAL_SUMMARY, TRIAL_CONFIG, METRICS_LOG, RECONSTRUCTIONS, VA
 OPERATING_POINTS_CSV = "operating_points.csv"
 OPERATING_POINTS_JSON = "operating_points.json"
 OPERATING_POINTS_ARTIFACT_DIR = "operating_points"
+
+# --------------------------------------------------------------------- what a console shows
+#: The headline metrics of a trial: the sweep's live status table, its one line per ended trial
+#: and the end-of-sweep table show these (in this order).
+KEY_METRICS = (RATE, DISTORTION_SSE, PSNR, ANISOTROPY)

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import pytest
+from tiny_trial import tiny_trial_tree
 
 from raysweep.config import TrialConfig, apply_overrides, trial_config_from_dict
 
@@ -14,15 +15,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
 def tiny_trial(overrides: list[str] | None = None, **blocks: Any) -> TrialConfig:
-    """A tiny vector VAE on 16x16 XYSquares (one square, 4x4 grid), 20 steps, val every 10."""
-    raw: dict[str, Any] = {
-        "data": {"dataset": "xysquares", "image_size": 16, "val_size": 64,
-                 "xysquares": {"square_size": 4, "num_squares": 2}},
-        "model": {"arch": "vector_vae", "preset": "tiny", "latent_dim": 6},
-        "loss": {"neural": "none", "lambda_neural": 0.0},
-        "objective": {"beta": 0.0625},  # per image (1 per batch of 16)
-        "train": {"max_steps": 20, "batch_size": 16, "lr": 2e-3, "val_every": 10, "seed": 0},
-    }
+    """The tiny trial of :mod:`tiny_trial` (16x16 XYSquares, 20 steps, val every 10) as a validated
+    config; `blocks` update whole blocks, `overrides` are ``--set`` style dotted assignments."""
+    raw = tiny_trial_tree()
     for block, values in blocks.items():
         raw[block].update(values)
     apply_overrides(raw, overrides or [])

@@ -3,9 +3,10 @@
 A ``search.mode: matched_rate`` sweep logs its operating points (one row per cell and rate target:
 the beta found, the rate achieved, distortion, anisotropy and the compute spent) as
 ``operating_points/operating_points.json`` on its MLflow parent run
-(:mod:`raysweep.tracking.operating_points`). When a parent run of the experiment has it, the
-report gets an "Operating points" section: anisotropy against lambda, one marker series per target
-rate; the beta found against lambda, likewise; and a table of the points.
+(:mod:`raysweep.tracking.operating_points`; both names come from :mod:`raysweep.names`). When a
+parent run of the experiment has it, the report gets an "Operating points" section: anisotropy
+against lambda, one marker series per target rate; the beta found against lambda, likewise; and a
+table of the points.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import pandas as pd  # noqa: E402
 
 from raysweep.frontier.collect import _no_progress_bars  # noqa: E402
 from raysweep.frontier.plots import DPI, FIGSIZE, LAMBDA_LABEL, Figure  # noqa: E402
+from raysweep.names import OPERATING_POINTS_ARTIFACT_DIR, OPERATING_POINTS_JSON  # noqa: E402
 from raysweep.tracking.store import make_client, ui_run_url  # noqa: E402
 
-ARTIFACT = "operating_points/operating_points.json"
+ARTIFACT = f"{OPERATING_POINTS_ARTIFACT_DIR}/{OPERATING_POINTS_JSON}"
 LAMBDA_COLUMN = "loss.lambda_neural"
 SECTION_ID = "operating-points"
 
@@ -47,7 +49,7 @@ def load_operating_points(tracking_uri: str, parent_run_ids: list[str], runs: pd
     frames = []
     with tempfile.TemporaryDirectory(prefix="raysweep_points_") as tmp, _no_progress_bars():
         for parent in parent_run_ids:
-            names = {f.path for f in client.list_artifacts(parent, "operating_points")}
+            names = {f.path for f in client.list_artifacts(parent, OPERATING_POINTS_ARTIFACT_DIR)}
             if ARTIFACT not in names:
                 continue
             local = client.download_artifacts(parent, ARTIFACT, str(Path(tmp) / parent))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from raysweep.tune.operating_points import within_tolerance
+from raysweep.tune.matched_rate.points import within_tolerance
 
 #: Relative rate tolerance used when neither the caller nor the sweep (``search.matched_rate.tolerance``) gives one.
 DEFAULT_TOLERANCE = 0.05

@@ -65,6 +65,7 @@ from raysweep.tracking.store import (
     TRIAL_ID_TAG,
     WITHHELD_TAG,
 )
+from raysweep.tune.storage import parent_run_key
 
 __all__ = ["ARTIFACT_FILES", "MlflowTrackingCallback", "flatten_params", "mlflow_callback"]
 
@@ -379,7 +380,8 @@ def mlflow_callback(
     Args:
         storage_dir: the sweep's ``--storage`` folder; the default store is ``<storage_dir>/mlflow.db``.
         sweep_name: the sweep's (Tune experiment's) name; the experiment folder is
-            ``<storage_dir>/<sweep_name>``.
+            ``<storage_dir>/<sweep_name>``, the parent run's key
+            (:func:`raysweep.tune.storage.parent_run_key`).
         tracking_uri: ``tracking.uri`` of the sweep file (None: the default store).
         experiment: ``tracking.experiment`` (None: the sweep's name).
         params_fn: see :class:`MlflowTrackingCallback`.
@@ -387,10 +389,7 @@ def mlflow_callback(
         output_dirs_fn: see :class:`MlflowTrackingCallback`.
     """
     uri = store.tracking_uri_for(storage_dir, tracking_uri)
-    storage_path = str(storage_dir).rstrip("/") + "/" + sweep_name
-    if "://" not in str(storage_dir):
-        storage_path = str(Path(storage_dir).expanduser().resolve() / sweep_name)
     return MlflowTrackingCallback(
-        uri, experiment or sweep_name, sweep_name, storage_path, params_fn=params_fn, sweep_config=sweep_config,
+        uri, experiment or sweep_name, sweep_name, parent_run_key(storage_dir, sweep_name), params_fn=params_fn, sweep_config=sweep_config,
         output_dirs_fn=output_dirs_fn,
     )

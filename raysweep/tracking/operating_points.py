@@ -1,8 +1,10 @@
 """Matched-rate operating points in MLflow, written from the driver after the Tuner finishes.
 
-- The table (``operating_points.csv`` and ``operating_points.json``) is logged under
-  ``operating_points/`` of the sweep's parent run (found by its ``raysweep.sweep`` +
-  ``raysweep.storage`` tags, as the tracking callback finds it).
+- The table (``operating_points.csv`` and ``operating_points.json``, as
+  :func:`raysweep.tune.matched_rate.points.write_operating_points` writes them) is logged under
+  ``operating_points/`` (:data:`raysweep.names.OPERATING_POINTS_ARTIFACT_DIR`) of the sweep's
+  parent run (found by its ``raysweep.sweep`` + ``raysweep.storage`` tags, as the tracking
+  callback finds it: :func:`raysweep.tune.storage.parent_run_key`).
 - The chosen trial of each (cell, target) is tagged on its child run (found by
   ``raysweep.trial_id`` under that parent): ``raysweep.operating_point=true`` and
   ``raysweep.target_rate=<R*>``. A child run tagged by an earlier pass (before a ``resume``) whose
@@ -16,22 +18,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from raysweep.names import OPERATING_POINTS_ARTIFACT_DIR
 from raysweep.tracking import store
 from raysweep.tracking.store import PARENT_TAG
+from raysweep.tune.storage import parent_run_key
 
 logger = logging.getLogger(__name__)
 
 OPERATING_POINT_TAG = "raysweep.operating_point"
 TARGET_RATE_TAG = "raysweep.target_rate"
-ARTIFACT_DIR = "operating_points"
-JSON_ARTIFACT = f"{ARTIFACT_DIR}/operating_points.json"
-
-
-def sweep_storage_path(storage_dir: str, sweep_name: str) -> str:
-    """The ``raysweep.storage`` tag of a sweep's parent run (as :func:`mlflow_callback` sets it)."""
-    if "://" not in storage_dir:
-        return str(Path(storage_dir).expanduser().resolve() / sweep_name)
-    return storage_dir.rstrip("/") + "/" + sweep_name
 
 
 def log_operating_points(
@@ -43,7 +38,7 @@ def log_operating_points(
     Args:
         tracking_uri: the sweep's MLflow store; experiment: its experiment name.
         sweep_name, storage_dir: the sweep's name and ``--storage`` folder (the parent run's key).
-        points: :class:`raysweep.tune.operating_points.OperatingPoint` objects.
+        points: :class:`raysweep.tune.matched_rate.points.OperatingPoint` objects.
         files: ``{"csv": path, "json": path}`` as ``write_operating_points`` returns.
 
     Returns:
@@ -52,14 +47,14 @@ def log_operating_points(
     """
     client = store.make_client(tracking_uri)
     experiment_id = store.get_or_create_experiment(client, experiment)
-    parent = store.find_parent_run(client, experiment_id, sweep_name, sweep_storage_path(storage_dir, sweep_name))
+    parent = store.find_parent_run(client, experiment_id, sweep_name, parent_run_key(storage_dir, sweep_name))
     if parent is None:
         logger.warning("raysweep tracking: sweep %s has no parent run in %s; operating points not logged",
                        sweep_name, tracking_uri)
         return 0
     parent_id = parent.info.run_id
     for path in files.values():
-        client.log_artifact(parent_id, str(path), ARTIFACT_DIR)
+        client.log_artifact(parent_id, str(path), OPERATING_POINTS_ARTIFACT_DIR)
     chosen = {str(p.trial_id): float(p.target_rate) for p in points if p.trial_id}
     children = store.search_all(client, [experiment_id], f"tags.`{PARENT_TAG}` = {store.quote(parent_id)}")
     tagged = 0

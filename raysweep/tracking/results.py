@@ -12,6 +12,7 @@ from typing import Any
 
 from raysweep.names import TRIAL_ARTIFACTS
 from raysweep.tracking.store import metric_name
+from raysweep.tune.storage import is_uri, local_path
 
 #: Files of a trial's output folder logged as artifacts when it ends (those that exist).
 ARTIFACT_FILES = TRIAL_ARTIFACTS
@@ -139,8 +140,8 @@ def trial_status(
 
 
 def _local_dir(value: Any) -> Path | None:
-    if value and "://" not in str(value) and Path(value).is_dir():
-        return Path(value)
+    if value and not is_uri(value) and local_path(value).is_dir():
+        return local_path(value)
     return None
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from raysweep.errors import RaysweepError
+from raysweep.tune.storage import is_uri, local_path
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -55,11 +56,6 @@ _SERVER_SCHEMES = ("http://", "https://", "databricks")
 _BAD_METRIC_CHARS = re.compile(r"[^/\w.\- :]")
 
 
-def _is_remote_storage(storage_dir: str | Path) -> bool:
-    text = str(storage_dir)
-    return "://" in text and not text.startswith("file://")
-
-
 def tracking_uri_for(storage_dir: str | Path | None, uri_or_none: str | None) -> str:
     """The MLflow tracking URI of a sweep.
 
@@ -83,12 +79,12 @@ def tracking_uri_for(storage_dir: str | Path | None, uri_or_none: str | None) ->
         )
     if storage_dir is None:
         raise RaysweepError("tracking: give tracking.uri or a storage folder (--storage) to hold mlflow.db")
-    if _is_remote_storage(storage_dir):
+    if is_uri(storage_dir):
         raise RaysweepError(
             f"tracking.uri: the storage {storage_dir} is not a local folder, so it cannot hold the SQLite store: "
             "set tracking.uri to an http:// MLflow tracking server"
         )
-    local = Path(str(storage_dir).removeprefix("file://")).expanduser().resolve()
+    local = local_path(storage_dir)
     local.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{local / DB_FILE}"
 

@@ -203,7 +203,8 @@ def nodes_from_ray() -> list[NodeResources]:
 
 
 def local_nodes(cpus: float | None = None, gpus: float | None = None) -> list[NodeResources]:
-    """This machine as one node: its usable CPUs and visible GPUs (without starting Ray)."""
+    """This machine as one node: its usable CPUs and visible GPUs (without starting Ray; with GPUs,
+    their accelerator type is read through :mod:`raysweep.tune.ray_shim`, which imports Ray)."""
     if cpus is None:
         cpus = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     types: frozenset[str] = frozenset()
@@ -212,13 +213,10 @@ def local_nodes(cpus: float | None = None, gpus: float | None = None) -> list[No
 
         gpus = float(torch.cuda.device_count())
     if gpus:
-        try:
-            from ray._private.accelerators import NvidiaGPUAcceleratorManager
+        from raysweep.tune.ray_shim import local_accelerator_type
 
-            kind = NvidiaGPUAcceleratorManager.get_current_node_accelerator_type()
-            types = frozenset([kind]) if kind else frozenset()
-        except Exception:  # detection is best effort; without it accelerator_type cannot be checked
-            types = frozenset()
+        kind = local_accelerator_type()
+        types = frozenset([kind]) if kind else frozenset()
     return [NodeResources(cpus=cpus, gpus=gpus, accelerator_types=types, name="local")]
 
 

@@ -23,33 +23,19 @@ import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from raysweep.errors import RaysweepError
-from raysweep.tune.space import ExpandedSweep, cell_params, ray_domain
+from raysweep.tune import ray_shim
+from raysweep.tune.space import ExpandedSweep, asha_max_t, cell_params, ray_domain
 from raysweep.tune.sweep_config import DistributionConfig, OptunaConfig, SearchConfig
 
 
 def build_scheduler(search: SearchConfig, expanded: ExpandedSweep) -> TrialScheduler:
-    """FIFO, or ASHA with one time step per validation.
-
-    ASHA's default ``max_t`` is one more than the number of validations of the longest trial, so
-    ASHA never stops a trial at its last validation (which would cut off its final outputs).
-    """
+    """FIFO, or ASHA with one time step per validation (``max_t``: :func:`raysweep.tune.space.asha_max_t`)."""
     sched = search.scheduler
     if sched.type == "fifo":
         return FIFOScheduler()
-    max_t = sched.max_t
-    if max_t is None:
-        validations = expanded.validations_per_trial()
-        if validations is None:
-            raise RaysweepError(
-                "search.scheduler.max_t: cannot infer the number of validations per trial (set by train.epochs or "
-                "sampled): set max_t to it (train steps / train.val_every)"
-            )
-        max_t = validations + 1
-    if sched.grace_period > max_t:
-        raise RaysweepError(f"search.scheduler.grace_period {sched.grace_period} exceeds max_t {max_t} validations")
-    return ASHAScheduler(time_attr="training_iteration", metric=sched.metric, mode=sched.mode, max_t=max_t,
-                         grace_period=sched.grace_period, reduction_factor=sched.reduction_factor)
+    return ASHAScheduler(time_attr="training_iteration", metric=sched.metric, mode=sched.mode,
+                         max_t=asha_max_t(sched, expanded), grace_period=sched.grace_period,
+                         reduction_factor=sched.reduction_factor)
 
 
 def sample_distribution(dist: DistributionConfig, rng: np.random.Generator) -> Any:
@@ -166,10 +152,9 @@ class SweepSearcher(Searcher):
         import optuna
 
         for inner in self._inner.values():
-            study = getattr(inner, "_ot_study", None)
+            study, known = ray_shim.optuna_search_study(inner)
             if study is None:
                 continue
-            known = {t.number for t in getattr(inner, "_ot_trials", {}).values()}
             for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
                 if trial.number not in known:
                     study.tell(trial.number, state=optuna.trial.TrialState.FAIL)

@@ -33,7 +33,7 @@ from raysweep.config import (
     validate_model,
 )
 from raysweep.errors import RaysweepError
-from raysweep.tune.sweep_config import DistributionConfig, SweepConfig
+from raysweep.tune.sweep_config import DistributionConfig, SchedulerConfig, SweepConfig
 
 CELL_KEY = "cell"
 
@@ -86,6 +86,25 @@ class ExpandedSweep:
                 return None
             counts.append(math.ceil(steps / every))
         return max(counts)
+
+
+def asha_max_t(sched: SchedulerConfig, expanded: ExpandedSweep) -> int:
+    """ASHA's ``max_t`` in validations (one ``training_iteration`` per report): the configured one,
+    else one more than the validations of the longest trial, so ASHA never stops a trial at its
+    last validation (which would cut off its final outputs). A one-line error when it cannot be
+    inferred or the grace period exceeds it. Pure: ``raysweep validate`` checks it without Ray."""
+    max_t = sched.max_t
+    if max_t is None:
+        validations = expanded.validations_per_trial()
+        if validations is None:
+            raise RaysweepError(
+                "search.scheduler.max_t: cannot infer the number of validations per trial (set by train.epochs or "
+                "sampled): set max_t to it (train steps / train.val_every)"
+            )
+        max_t = validations + 1
+    if sched.grace_period > max_t:
+        raise RaysweepError(f"search.scheduler.grace_period {sched.grace_period} exceeds max_t {max_t} validations")
+    return max_t
 
 
 # ------------------------------------------------------------------------------- expansion

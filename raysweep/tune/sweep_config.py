@@ -29,50 +29,34 @@ A sweep file looks like::
 
 Every block forbids unknown keys. The `trial` block is kept raw here because a base config may
 only become valid once a cell fills it in; :mod:`raysweep.tune.space` validates every expanded
-trial. :func:`load_sweep` reads, applies ``--set`` overrides and validates the whole file, so a
-sweep either starts with every trial valid or does not start.
+trial. :func:`raysweep.tune.load.load_sweep` reads, applies ``--set`` overrides and validates the
+whole file, so a sweep either starts with every trial valid or does not start.
+
+This module is the schema only: it imports pydantic and raysweep's trial schema, never Ray, so
+``raysweep validate`` checks a sweep without starting (or importing) Ray.
 """
 
 from __future__ import annotations
 
-import copy
-import re
-from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from raysweep.config import (
-    TRIAL_BLOCKS,
-    StrictModel,
-    flatten,
-    format_validation_error,
-    parse_override,
-    read_yaml,
-    set_dotted,
-    validate_model,
-)
-from raysweep.errors import RaysweepError
-from raysweep.tune.matched_rate import MatchedRateSearch
+from raysweep.config import TRIAL_BLOCKS, StrictModel, flatten, format_validation_error
+from raysweep.names import METRICS, is_known_metric
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
-# Keys the training loop reports at every validation (plus the per-term ones matched below), the
-# only names a scheduler or searcher may optimise.
-KNOWN_METRICS = frozenset({
-    "rate", "rate_bits", "distortion_sse", "mse", "psnr", "anisotropy", "aggregated_anisotropy",
-    "aggregated_condition", "active_units", "mig", "beta", "lr", "step", "epoch", "sigma", "rate_ema",
-    "rate_error", "progress",
-})
-METRIC_PATTERN = re.compile(r"^(distortion|train)_[a-z0-9_]+$")
+#: What an early-stopped matched-rate trial's last rate proves (see ``MatchedRateSearch.stopped_trials``).
+StoppedTrials = Literal["ignore", "rate_rises", "rate_falls"]
 
 
 def check_metric(metric: str, where: str) -> str:
-    """`metric` if the training loop reports it, else a one-line error naming `where`."""
-    if metric in KNOWN_METRICS or METRIC_PATTERN.match(metric):
+    """`metric` if the training loop reports it (:func:`raysweep.names.is_known_metric`), else a
+    one-line error naming `where`."""
+    if is_known_metric(metric):
         return metric
-    known = ", ".join(sorted(KNOWN_METRICS | {"distortion_<term>", "train_<value>"}))
+    known = ", ".join([*sorted(METRICS), "distortion_<term>", "train_<value>", "balancer/<term>/<value>"])
     raise ValueError(f"{where}: {metric!r} is not a metric the training loop reports; use one of {known}")
 
 
@@ -133,6 +117,40 @@ class OptunaConfig(StrictModel):
     mode: Literal["min", "max"]
     storage: str | None = Field(None, description="Optuna storage URL (default sqlite:///<sweep dir>/optuna.db)")
     sampler_seed: int | None = 0
+
+
+class MatchedRateSearch(StrictModel):
+    """The ``search.matched_rate`` block of ``mode: matched_rate``: per cell, find the beta whose
+    converged rate is each target (strategies in :mod:`raysweep.tune.matched_rate`)."""
+
+    mode: Literal["matched_rate"] = "matched_rate"
+    targets: list[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]] = Field(
+        ..., min_length=1, description="rate targets R* in nats")
+    tolerance: float = Field(0.05, gt=0.0, lt=1.0, description="relative: |R / R* - 1| <= tolerance")
+    strategy: Literal["bisection", "optuna", "geco"] = "bisection"
+    beta_min: float = Field(0.01, gt=0.0, description="initial bracket on beta (bisection widens it if needed)")
+    beta_max: float = Field(10.0, gt=0.0)
+    probes: int = Field(2, ge=1, description="trials in flight at once per (cell, target)")
+    max_trials: int = Field(12, ge=1, description="trials per (cell, target) before giving up")
+    early_stopping: bool | None = Field(None, description="ASHA on rate_error; default: on for optuna only")
+    grace_period: int = Field(2, ge=1, description="validations before ASHA may stop a trial")
+    reduction_factor: float = Field(3.0, gt=1.0)
+    stopped_trials: StoppedTrials = Field(
+        "ignore", description="what an early-stopped trial's last rate proves (bisection): "
+        "rate_rises = the rate only grows in training, so a last rate above R* means beta is too small; "
+        "rate_falls = the converse; ignore = nothing")
+    optuna_startup_trials: int = Field(4, ge=1, description="random trials before TPE, per (cell, target)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _bracket(self) -> MatchedRateSearch:
+        if not self.beta_min < self.beta_max:
+            raise ValueError("search.matched_rate.beta_min must be below search.matched_rate.beta_max")
+        return self
+
+    @property
+    def uses_asha(self) -> bool:
+        return self.strategy == "optuna" if self.early_stopping is None else self.early_stopping
 
 
 class SearchConfig(StrictModel):
@@ -292,74 +310,6 @@ class SweepConfig(StrictModel):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain YAML-serialisable mapping that :func:`sweep_from_dict` reads back unchanged."""
+        """Plain YAML-serialisable mapping that :func:`raysweep.tune.load.sweep_from_dict` reads back unchanged."""
         return self.model_dump(mode="json", exclude_none=False)
 
-
-# ------------------------------------------------------------------------------ overrides
-SINGLE_KEY_PARENTS = ("search.grid.", "search.distributions.")
-
-
-def apply_sweep_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--set`` overrides to a raw sweep mapping in place.
-
-    Keys starting with a trial block (``train.max_steps=40``) go under ``trial``; others address the
-    sweep file (``resources.workers=2``, ``search.seeds=[0,1]``). Under ``search.grid.`` and
-    ``search.distributions.`` the rest of the key is one dotted trial key
-    (``search.grid.objective.beta=[0.5,1]``).
-    """
-    for text in overrides:
-        key, value = parse_override(text)
-        if key.split(".")[0] in TRIAL_BLOCKS:
-            key = f"trial.{key}"
-        parent = next((p for p in SINGLE_KEY_PARENTS if key.startswith(p)), None)
-        if parent is not None:
-            node = raw
-            for part in parent.rstrip(".").split("."):
-                child = node.get(part)
-                if not isinstance(child, dict):
-                    child = node[part] = {}
-                node = child
-            node[key[len(parent):]] = value
-        else:
-            if raw.get("trial") is None and key.startswith("trial."):
-                raw["trial"] = {}
-            set_dotted(raw, key, value)
-    return raw
-
-
-def sweep_from_dict(raw: dict[str, Any], source: str = "the sweep") -> SweepConfig:
-    """Validate a raw sweep mapping (structure and every expanded trial); errors name `source`."""
-    # Validation of every trial lives beside the expansion (which imports this module).
-    from raysweep.tune.resources import check_trials_fit
-    from raysweep.tune.space import check_generated_data, expand_sweep
-
-    raw = copy.deepcopy(raw)
-    if "trial" in raw and raw["trial"] is None:
-        raw["trial"] = {}
-    try:
-        if "name" not in raw:
-            raise RaysweepError("name: required: give the sweep a name (e.g. name: my_sweep)")
-        sweep = validate_model(SweepConfig, raw)
-        expanded = expand_sweep(sweep)
-        check_trials_fit(expanded, sweep.resources)
-        check_generated_data(expanded)
-    except RaysweepError as err:
-        raise RaysweepError(f"{source}: {err}") from None
-    return sweep
-
-
-def load_sweep(path: str | Path, overrides: list[str] | None = None, name: str | None = None) -> SweepConfig:
-    """Read a sweep YAML, apply ``--set`` overrides and ``--name``, validate everything."""
-    raw = read_yaml(path)
-    if "trial" not in raw:
-        raise RaysweepError(f"{path}: not a sweep file (no `trial` block); `raysweep train` runs a single trial file")
-    apply_sweep_overrides(raw, overrides or [])
-    if name is not None:
-        raw["name"] = name
-    return sweep_from_dict(raw, source=str(path))
-
-
-def dump_sweep(sweep: SweepConfig) -> str:
-    """The resolved sweep as YAML text (written as ``sweep.yaml`` in the sweep directory)."""
-    return yaml.safe_dump(sweep.to_dict(), sort_keys=False)

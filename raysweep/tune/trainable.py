@@ -13,33 +13,35 @@ A run whose loss turns non-finite ends with a last report ``{"diverged": 1, "sta
 "diverged", ...}``: the trial finishes normally (it is recorded, the sweep goes on). Every other
 report carries ``diverged: 0``.
 
-A matched-rate trial (its config carries ``operating_points.META_KEY``, set by the matched-rate
-searcher) reports through :func:`raysweep.tune.operating_points.matched_rate_report`, so every
+A matched-rate trial (its config carries ``points.META_KEY``, set by the matched-rate searcher)
+reports through :func:`raysweep.tune.matched_rate.points.matched_rate_report`, so every
 result, the diverged one included, also carries ``rate_error`` and ``progress`` (a diverged
 trial's progress stays below 1: it never counts as converged).
 
 Outputs of the loop (``metrics.jsonl``, ``final.json``, ``config.yaml``, plots) go to
-``<sweep dir>/<trial id>/train/`` when the sweep is stored on a local or shared filesystem.
+``<sweep dir>/<trial id>/train/`` when the sweep is stored on a local or shared filesystem, else to
+a node-local scratch folder (:func:`raysweep.tune.storage.trial_output_dir`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raysweep.names import KEY_METRICS
+from raysweep.tune import storage
 from raysweep.tune.resources import ResourcePlan
 
 Report = Callable[[dict[str, Any], Any], None]
 
-TRIAL_OUTPUT_DIR = "train"  # the loop's outputs inside a trial's directory
 RAY_TRAIN_RUN_NAME = "ray_train"  # the TorchTrainer run inside a trial's directory
-# Listed first, so Tune's progress table (which shows the first four metrics) shows these.
-TABLE_METRICS = ("rate", "distortion_sse", "psnr", "anisotropy")
+# Listed first in every report, so even Tune's default console (RAY_AIR_NEW_OUTPUT=1, which shows
+# the first four metrics) shows the headline ones.
+TABLE_METRICS = KEY_METRICS
 
 
 @dataclass(frozen=True)
@@ -61,22 +63,9 @@ class TrialContext:
     num_to_keep: int
 
 
-def is_uri(path: str) -> bool:
-    """True for ``s3://...``, ``gs://...`` and other non-local storage."""
-    return "://" in path and not path.startswith("file://")
-
-
-def trial_dir(sweep_dir: str, trial_id: str) -> str:
-    """A trial's directory in the sweep's storage (also Tune's trial directory name)."""
-    return f"{sweep_dir.rstrip('/')}/{trial_id}"
-
-
 def trial_output_dir(ctx: TrialContext, trial_id: str) -> Path:
-    """Where the training loop writes: in the trial directory when storage is a filesystem, else a
-    local scratch folder (the MLflow integration logs its artifacts)."""
-    if not is_uri(ctx.sweep_dir):
-        return Path(trial_dir(ctx.sweep_dir.removeprefix("file://"), trial_id)) / TRIAL_OUTPUT_DIR
-    return Path(tempfile.gettempdir()) / "raysweep" / ctx.sweep_name / trial_id / TRIAL_OUTPUT_DIR
+    """Where the training loop of trial `trial_id` writes (see :func:`raysweep.tune.storage.trial_output_dir`)."""
+    return storage.trial_output_dir(ctx.sweep_dir, ctx.sweep_name, trial_id)
 
 
 def order_metrics(metrics: dict[str, Any], diverged: int = 0) -> dict[str, Any]:
@@ -112,7 +101,7 @@ def _quiet_checkpoint_logs() -> None:
 
 def matched_rate_target(config: dict[str, Any]) -> float | None:
     """The rate target (nats) of a matched-rate trial's Tune config, None for other sweeps."""
-    from raysweep.tune.operating_points import split_trial_config
+    from raysweep.tune.matched_rate.points import split_trial_config
 
     _, meta = split_trial_config(config)
     return float(meta["target"]) if meta is not None else None
@@ -123,7 +112,7 @@ def wrap_report(emit: Report, target: float | None, cfg: Any) -> Report:
     :func:`matched_rate_report`, with a diverged report's ``progress`` held below 1."""
     if target is None:
         return emit
-    from raysweep.tune.operating_points import PROGRESS, matched_rate_report
+    from raysweep.tune.matched_rate.points import PROGRESS, matched_rate_report
 
     def guarded(metrics: dict[str, Any], checkpoint: Any) -> None:
         if metrics.get("diverged") == 1:
@@ -257,7 +246,7 @@ def _run_torch_trainer(trial: dict[str, Any], out_dir: Path, ctx: TrialContext, 
         run_config=ray.train.RunConfig(
             # The same (storage_path, name) on every attempt: a retried trial resumes the run.
             name=RAY_TRAIN_RUN_NAME,
-            storage_path=trial_dir(ctx.sweep_dir, trial_id),
+            storage_path=storage.trial_dir(ctx.sweep_dir, trial_id),
             failure_config=ray.train.FailureConfig(max_failures=ctx.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=ctx.num_to_keep),
             callbacks=[TuneReportCallback()],

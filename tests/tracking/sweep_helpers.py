@@ -20,26 +20,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tiny_trial import tiny_trial_tree
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
-TINY_TRIAL: dict[str, Any] = {
-    "data": {"dataset": "xysquares", "image_size": 16, "val_size": 64, "xysquares": {"square_size": 4, "num_squares": 2}},
-    "model": {"arch": "vector_vae", "preset": "tiny", "latent_dim": 6},
-    "loss": {"neural": "box_blur", "lambda_neural": 0.0},
-    "objective": {"beta": 0.0625},  # per image (1 per batch of 16)
-    "train": {"max_steps": 30, "batch_size": 16, "lr": 2e-3, "val_every": 10, "seed": 0},
-}
+#: What the tracked sweeps change in the tiny trial (:mod:`tiny_trial`): the box-blur term (at lambda
+#: 0 unless a sweep sets it) and 30 steps, so every tracked trial has three validations.
+TRACKED_TRIAL = {"loss.neural": "box_blur", "train.max_steps": 30}
 
 
 def tiny_trial_dict(**dotted: Any) -> dict[str, Any]:
-    """:data:`TINY_TRIAL` with dotted-key overrides, e.g. ``tiny_trial_dict(**{"train.max_steps": 40})``."""
-    from raysweep.config import set_dotted
-
-    tree = copy.deepcopy(TINY_TRIAL)
-    for key, value in dotted.items():
-        set_dotted(tree, key, value)
-    return tree
+    """The tracked tiny trial with dotted-key overrides, e.g. ``tiny_trial_dict(**{"train.max_steps": 40})``."""
+    return tiny_trial_tree(**{**TRACKED_TRIAL, **dotted})
 
 
 def trainable(config: dict[str, Any]) -> None:
@@ -81,12 +74,12 @@ def trainable(config: dict[str, Any]) -> None:
 
 def init_ray(num_cpus: int) -> None:
     """A private local Ray instance (never an already running cluster) whose workers can import
-    raysweep and this module."""
+    raysweep, this module and :mod:`tiny_trial` (which it imports)."""
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
-    path = os.pathsep.join([str(REPO), str(HERE)])
+    path = os.pathsep.join([str(REPO), str(HERE), str(HERE.parent)])
     ray.init(
         address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}},

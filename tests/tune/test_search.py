@@ -10,9 +10,9 @@ from ray.tune.search import Searcher
 from tune_helpers import tiny_sweep
 
 from raysweep.errors import RaysweepError
+from raysweep.tune.load import sweep_from_dict
 from raysweep.tune.search import SweepSearcher, build_scheduler
 from raysweep.tune.space import CELL_KEY, expand_sweep
-from raysweep.tune.sweep_config import sweep_from_dict
 
 
 def _searcher(search: dict, max_concurrent: int = 100, **kwargs) -> SweepSearcher:

@@ -9,7 +9,7 @@ import yaml
 
 from raysweep.cli import main
 from raysweep.config import load_trial_config
-from raysweep.tune.sweep_config import load_sweep
+from raysweep.tune.load import load_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((REPO / "search_spaces").glob("*.yaml"))

@@ -7,6 +7,7 @@ import yaml
 from tune_helpers import tiny_sweep
 
 from raysweep.errors import RaysweepError
+from raysweep.tune.load import apply_sweep_overrides, dump_sweep, sweep_from_dict
 from raysweep.tune.space import (
     CELL_KEY,
     build_param_space,
@@ -14,7 +15,6 @@ from raysweep.tune.space import (
     flat_trial_params,
     trial_config_from_params,
 )
-from raysweep.tune.sweep_config import apply_sweep_overrides, dump_sweep, sweep_from_dict
 
 
 def test_grid_cells_and_seeds_multiply() -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from tune_helpers import tiny_sweep
 
-from raysweep.tune.run import SweepOutcome, run_sweep
-from raysweep.tune.sweep_config import sweep_from_dict
+from raysweep.tune.load import sweep_from_dict
+from raysweep.tune.run import run_sweep
+from raysweep.tune.summary import SweepOutcome
 
 pytestmark = pytest.mark.slow
 

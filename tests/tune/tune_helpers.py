@@ -7,22 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tiny_trial import tiny_trial_tree
 
 REPO = Path(__file__).resolve().parents[2]
 
-TINY_TRIAL: dict[str, Any] = {
-    "data": {"dataset": "xysquares", "image_size": 16, "val_size": 64, "xysquares": {"square_size": 4, "num_squares": 2}},
-    "model": {"arch": "vector_vae", "preset": "tiny", "latent_dim": 6},
-    "loss": {"neural": "none", "lambda_neural": 0.0},
-    "objective": {"beta": 0.0625},  # per image (1 per batch of 16)
-    "train": {"max_steps": 20, "batch_size": 16, "lr": 2e-3, "val_every": 10, "seed": 0},
-}
-
 
 def tiny_sweep(name: str = "tiny", **blocks: Any) -> dict[str, Any]:
-    """A sweep mapping over the tiny 16x16 trial (20 steps, a validation every 10); `blocks`
+    """A sweep mapping over the tiny trial (:mod:`tiny_trial`: 20 steps, a validation every 10); `blocks`
     replace top-level blocks (``search=...``, ``resources=...``)."""
-    raw: dict[str, Any] = {"name": name, "trial": copy.deepcopy(TINY_TRIAL), "search": {"mode": "grid"}}
+    raw: dict[str, Any] = {"name": name, "trial": tiny_trial_tree(), "search": {"mode": "grid"}}
     raw.update(copy.deepcopy(blocks))
     return raw
 

@@ -3,7 +3,8 @@
 It prints the number of trials, what varies, the scheduler and searcher, the resource plan per trial
 and the maximum concurrency on a cluster: this machine by default, the node types of a ``ray up``
 cluster file (``--cluster cluster/ray-cluster-a100.yaml``), or a running cluster (``--address``,
-which connects to it without starting anything).
+which connects to it without starting anything). Nothing here imports Ray, except to join a running
+cluster (``--address``) and to name a local GPU's accelerator type.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from raysweep.errors import RaysweepError
+from raysweep.tune.load import load_sweep
 from raysweep.tune.resources import (
     NodeResources,
     local_nodes,
@@ -18,9 +20,7 @@ from raysweep.tune.resources import (
     nodes_from_ray,
     plan_resources,
 )
-from raysweep.tune.search import build_scheduler
-from raysweep.tune.space import expand_sweep
-from raysweep.tune.sweep_config import load_sweep
+from raysweep.tune.space import asha_max_t, expand_sweep
 
 
 def describe_nodes(nodes: list[NodeResources]) -> str:
@@ -57,7 +57,7 @@ def validate_sweep(
     sweep = load_sweep(path, overrides, name)
     expanded = expand_sweep(sweep)
     search = sweep.search
-    scheduler = build_scheduler(search, expanded)
+    max_t = asha_max_t(search.scheduler, expanded) if search.scheduler.type == "asha" else None
     nodes, where = cluster_nodes(address, cluster_file)
     try:
         plan = plan_resources(sweep.resources, nodes)
@@ -92,7 +92,7 @@ def validate_sweep(
     sched = search.scheduler
     if sched.type == "asha":
         lines.append(f"scheduler: ASHA on {sched.mode} {sched.metric}, grace {sched.grace_period}, reduction "
-                     f"{sched.reduction_factor:g}, max_t {getattr(scheduler, '_max_t', '?')} validations")
+                     f"{sched.reduction_factor:g}, max_t {max_t} validations")
     else:
         lines.append("scheduler: FIFO (every trial runs to its end)")
     lines.append(f"cluster: {where}: {describe_nodes(nodes)}")

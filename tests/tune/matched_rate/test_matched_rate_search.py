@@ -14,20 +14,15 @@ import pytest
 from raysweep.config import validate_model
 from raysweep.errors import RaysweepError
 from raysweep.toy import beta_for_rate, metric_weights, toy_rate
-from raysweep.tune.matched_rate import (
-    BetaBracket,
-    BisectionSearcher,
-    GecoSearcher,
-    MatchedRateSearch,
-    OptunaRateSearcher,
-    build_matched_rate_plan,
-    cell_label,
-    geco_configs,
-)
-from raysweep.tune.operating_points import (
+from raysweep.tune import ray_shim
+from raysweep.tune.matched_rate.bisection import BetaBracket
+from raysweep.tune.matched_rate.plan import build_matched_rate_plan
+from raysweep.tune.matched_rate.points import (
+    GECO_TARGET_KEY,
     META_KEY,
     PROGRESS,
     RATE_ERROR,
+    cell_label,
     derive_operating_points,
     get_dotted,
     matched_rate_report,
@@ -35,6 +30,8 @@ from raysweep.tune.operating_points import (
     split_trial_config,
     write_operating_points,
 )
+from raysweep.tune.matched_rate.searchers import BisectionSearcher, GecoSearcher, OptunaRateSearcher
+from raysweep.tune.sweep_config import MatchedRateSearch
 
 TOY_TARGETS = [0.5, 1.0, 2.0, 5.0, 10.0, 17.25, 25.0, 40.0, 60.0, 90.0]  # nats; the toy's V(0.01) ~ 70
 
@@ -143,15 +140,13 @@ def _drive(searcher, steps: int | None = None, start: int = 0) -> list[tuple[str
     return suggested
 
 
-def test_bisection_searcher_emits_configs_in_both_conventions_and_finishes() -> None:
+def test_bisection_searcher_emits_dotted_configs_and_finishes() -> None:
     cells = [{"loss.lambda_neural": 0.0}, {"loss.lambda_neural": 0.5, "loss.neural": "box_blur"}]
-    nested = BisectionSearcher(cells, [5.0, 17.25], probes=2)
-    config = nested.suggest("a")
-    assert config["loss"] == {"lambda_neural": 0.0} and config["objective"]["beta"] > 0
+    config = BisectionSearcher(cells, [5.0, 17.25], probes=2).suggest("a")
+    # flat dotted keys, the sweep runner's convention: Tune's merge overrides exactly these keys
+    assert set(config) == {"loss.lambda_neural", "objective.beta", META_KEY} and config["objective.beta"] > 0
     assert config[META_KEY] == {"cell": "loss.lambda_neural=0.0", "cell_params": cells[0], "target": 5.0,
                                 "strategy": "bisection"}
-    dotted = BisectionSearcher(cells, [5.0], key_style="dotted")
-    assert set(dotted.suggest("a")) == {"loss.lambda_neural", "objective.beta", META_KEY}
 
     searcher = BisectionSearcher(cells, [5.0, 17.25], probes=2)
     _drive(searcher)
@@ -194,7 +189,7 @@ def test_optuna_searcher_save_restore_and_pruned_trials(tmp_path) -> None:
     # a trial stopped early by ASHA: told to Optuna as pruned, counted as compute, never "converged"
     config = whole.suggest("stopped")
     _complete(whole, "stopped", config, converged=False)
-    study = whole.studies[("base", 17.25)]._ot_study
+    study, _ = ray_shim.optuna_search_study(whole.studies[("base", 17.25)])
     assert [t.state.name for t in study.trials].count("PRUNED") == 1
     whole.save(str(tmp_path / "s.pkl"))
     restored = make()
@@ -202,14 +197,19 @@ def test_optuna_searcher_save_restore_and_pruned_trials(tmp_path) -> None:
     assert _drive(whole, start=50) == _drive(restored, start=50)
 
 
+def geco_configs(cells: list[dict], targets: list[float]) -> list[dict]:
+    """The GECO strategy written out by hand: one trial per cell x target, its target rate set."""
+    return [{**cell, GECO_TARGET_KEY: float(target),
+             META_KEY: {"cell": cell_label(cell), "cell_params": cell, "target": float(target), "strategy": "geco"}}
+            for cell in cells for target in targets]
+
+
 def test_geco_strategy_one_run_per_cell_and_target() -> None:
     cells = [{"loss.lambda_neural": 0.0}, {"loss.lambda_neural": 0.5}]
-    configs = geco_configs(cells, [5.0, 10.0])
-    assert len(configs) == 4
-    assert [c["objective"]["geco"]["target_rate"] for c in configs] == [5.0, 10.0, 5.0, 10.0]
     searcher = GecoSearcher(cells, [5.0, 10.0])
     got = [searcher.suggest(f"g{i}") for i in range(5)]
-    assert [get_dotted(c, "objective.geco.target_rate") for c in got[:4]] == [5.0, 10.0, 5.0, 10.0]
+    assert got[:4] == geco_configs(cells, [5.0, 10.0])
+    assert [c[GECO_TARGET_KEY] for c in got[:4]] == [5.0, 10.0, 5.0, 10.0]
     assert got[4] is None  # all four running: wait
     for i, config in enumerate(got[:4]):
         searcher.on_trial_complete(f"g{i}", {"rate": config[META_KEY]["target"] * 1.02, "epoch": 20.0,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tune"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "frontier"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/tune: tune_helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "frontier"))  # tests/frontier: chromium_cdp
 
 from chromium_cdp import find_chromium, inspect_page  # noqa: E402
 from tune_helpers import tiny_sweep, write_sweep  # noqa: E402
@@ -50,8 +50,9 @@ def test_matched_rate_sweep_records_operating_points(ray_local: None, tmp_path: 
     from raysweep.frontier.report import build_report
     from raysweep.tracking.operating_points import OPERATING_POINT_TAG, TARGET_RATE_TAG
     from raysweep.tracking.store import PARENT_TAG, TRIAL_ID_TAG, make_client, quote, search_all
-    from raysweep.tune.run import format_outcome, run_sweep
-    from raysweep.tune.sweep_config import sweep_from_dict
+    from raysweep.tune.load import sweep_from_dict
+    from raysweep.tune.run import run_sweep
+    from raysweep.tune.summary import format_outcome
 
     outcome = run_sweep(sweep_from_dict(matched_rate_sweep("mr")), storage=str(tmp_path), verbose=0)
     assert outcome.num_errors == 0 and outcome.complete
@@ -114,13 +115,13 @@ def test_validate_describes_a_matched_rate_sweep(tmp_path: Path, capsys: pytest.
     assert "trials: at most 16 (2 cells x 1 target = 2 operating points, up to 8 trials each)" in out
     assert "search: matched_rate, strategy bisection, targets 8 nats, tolerance 0.15" in out
     # the resolved sweep (what `resume` reads) validates again
-    from raysweep.tune.sweep_config import dump_sweep, load_sweep, sweep_from_dict
+    from raysweep.tune.load import dump_sweep, load_sweep, sweep_from_dict
 
     assert sweep_from_dict(yaml.safe_load(dump_sweep(load_sweep(path)))).search.mode == "matched_rate"
 
 
 def test_trial_report_wrapper_keeps_a_diverged_trial_unconverged() -> None:
-    from raysweep.tune.operating_points import META_KEY, PROGRESS, RATE_ERROR
+    from raysweep.tune.matched_rate.points import META_KEY, PROGRESS, RATE_ERROR
     from raysweep.tune.trainable import diverged_report, matched_rate_target, order_metrics, wrap_report
 
     sent: list[dict] = []

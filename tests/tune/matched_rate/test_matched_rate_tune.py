@@ -10,34 +10,32 @@ from pathlib import Path
 
 import pytest
 import ray
+from matched_rate_trainables import TOY_RAMP, toy_trainable, train_trainable, worker_pythonpath
 from ray import tune
 from ray.tune.stopper import CombinedStopper, Stopper
 
 from raysweep.toy import toy_rate
-from raysweep.tune.matched_rate import (
-    MatchedRateSearch,
-    build_matched_rate_plan,
-    toy_trainable,
-    train_trainable,
-)
-from raysweep.tune.operating_points import derive_operating_points
+from raysweep.tune.matched_rate.plan import build_matched_rate_plan
+from raysweep.tune.matched_rate.points import derive_operating_points
+from raysweep.tune.sweep_config import MatchedRateSearch
 
-TARGETS = [5.0, 17.25, 40.0]  # nats, with the toy defaults (dim 16, ramped metric)
-TOY_SPACE = {"objective": {"beta": 1.0}, "toy": {"epochs": 8}}
+TARGETS = [5.0, 17.25, 40.0]  # nats, with the toy trainable's defaults (dim 16, ramped metric, ramp 4)
+TOY_SPACE = {"objective.beta": 1.0, "toy.epochs": 8}  # flat dotted keys, the sweep runner's convention
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster():
     if ray.is_initialized():  # another module's cluster: start ours with a known size
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": worker_pythonpath(), "OMP_NUM_THREADS": "1"}})
     yield
     ray.shutdown()
 
 
 def _fit(trainable, param_space: dict, search: MatchedRateSearch, storage: Path, reports: int,
-         extra_stop: Stopper | None = None, key_style: str = "nested"):
-    plan = build_matched_rate_plan(search, None, reports_per_trial=reports, key_style=key_style)
+         extra_stop: Stopper | None = None):
+    plan = build_matched_rate_plan(search, None, reports_per_trial=reports)
     stop = plan.stopper if extra_stop is None else CombinedStopper(plan.stopper, extra_stop)
     tuner = tune.Tuner(trainable, param_space=param_space, tune_config=plan.tune_config(reuse_actors=True),
                        run_config=tune.RunConfig(storage_path=str(storage), name="mr", stop=stop, verbose=0))
@@ -59,14 +57,12 @@ def _check_points(results, plan, tolerance: float) -> list:
 
 
 def test_bisection_finds_beta_for_three_toy_targets(tmp_path) -> None:
-    # flat dotted keys, the sweep runner's convention
     search = MatchedRateSearch(targets=TARGETS, strategy="bisection", probes=2, max_trials=12)
-    space = {"objective.beta": 1.0, "toy.epochs": 8}
-    plan, results = _fit(toy_trainable, space, search, tmp_path, reports=8, key_style="dotted")
+    plan, results = _fit(toy_trainable, TOY_SPACE, search, tmp_path, reports=8)
     assert all("objective.beta" in r.config and "objective" not in r.config for r in results)
     assert results.num_errors == 0
     for point in _check_points(results, plan, 0.05):
-        assert toy_rate(point.beta) == pytest.approx(point.rate)  # the trial really ran at that beta
+        assert toy_rate(point.beta, ramp=TOY_RAMP) == pytest.approx(point.rate)  # the trial ran at that beta
         assert point.epochs <= 8 * point.trials
 
 
@@ -95,7 +91,7 @@ class _InterruptOnce(tune.Callback):
 
 def test_interrupted_sweep_resumes_with_the_searcher_state(tmp_path) -> None:
     search = MatchedRateSearch(targets=TARGETS, strategy="bisection", probes=1, max_trials=12)
-    space = {"objective": {"beta": 1.0}, "toy": {"epochs": 4, "seconds_per_epoch": 0.1}}
+    space = {"objective.beta": 1.0, "toy.epochs": 4, "toy.seconds_per_epoch": 0.1}
     plan = build_matched_rate_plan(search, None, reports_per_trial=4)
     tuner = tune.Tuner(toy_trainable, param_space=space, tune_config=plan.tune_config(reuse_actors=True),
                        run_config=tune.RunConfig(storage_path=str(tmp_path), name="mr", stop=plan.stopper,
@@ -119,7 +115,7 @@ def test_bisection_converges_with_the_real_tiny_trainer(tmp_path, make_trial) ->
     # 300 steps (25 epochs) of the tiny vector VAE: its rate is ~15 nats at beta 0.006 and ~7 at
     # beta 0.06 (per image, batch 16). Between seeds the converged rate varies by ~10%, and within one seed it is a smooth
     # but not noise-free function of beta; tolerance 0.1 keeps the test about convergence, not luck.
-    base = make_trial(["train.max_steps=300", "train.val_every=75"]).to_dict()
+    base = make_trial(["train.max_steps=300", "train.val_every=75"]).flat()
     search = MatchedRateSearch(targets=[10.0], tolerance=0.1, beta_min=0.003, beta_max=0.3, probes=2,
                                max_trials=8)
     plan, results = _fit(train_trainable, base, search, tmp_path, reports=4)

@@ -1,19 +1,19 @@
-"""Bisection on log beta for the matched-rate search: :class:`BetaBracket` (the pure rules for one
-(cell, target)) and :class:`BisectionSearcher` (the Tune searcher over every (cell, target) of a
-sweep; ``search.matched_rate.strategy: bisection``)."""
+"""Bisection on log beta for the matched-rate search: :class:`BetaBracket`, the pure rules for one
+(cell, target) (no Ray: :class:`raysweep.tune.matched_rate.searchers.BisectionSearcher` runs one per
+task under Tune; ``search.matched_rate.strategy: bisection``)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from raysweep.tune.operating_points import BETA_KEY, TrialRecord, within_tolerance
-from raysweep.tune.rate_searcher import LOG_BETA_LIMIT, MatchedRateSearcher, StoppedTrials
+from raysweep.tune.matched_rate.points import within_tolerance
+from raysweep.tune.sweep_config import StoppedTrials
+
+LOG_BETA_LIMIT = 40.0  # beyond e^+-40 no VAE objective is meaningful: the task is out of reach
 
 
-# ----------------------------------------------------------------------------------- bracket
 @dataclass
 class BetaBracket:
     """Bisection state on log beta for one (cell, target); pure logic, no Ray.
@@ -177,45 +177,4 @@ class BetaBracket:
             self.status = "exhausted"
 
 
-
-class BisectionSearcher(MatchedRateSearcher):
-    """Bisection on log beta per (cell, target), ``probes`` trials in flight each (see
-    :class:`BetaBracket`). ``stopped_trials`` says what an early-stopped trial proves:
-
-    - ``"ignore"`` (default, always valid): nothing; it only counts as compute.
-    - ``"rate_rises"``: assumes the rate never falls during training at fixed beta (measured for
-      the tiny VAE on XYSquares with a cosine learning rate: it climbs to a plateau), so a last
-      rate above R* proves the converged rate is above R*, i.e. beta is too small. A last rate below
-      R* proves nothing.
-    - ``"rate_falls"``: the converse assumption; a last rate below R* proves beta too large.
-    """
-
-    strategy = "bisection"
-
-    def __init__(self, cells: list[Mapping[str, Any]] | None, targets: list[float], tolerance: float = 0.05,
-                 beta_min: float = 0.01, beta_max: float = 10.0, probes: int = 2, max_trials: int = 12,
-                 stopped_trials: StoppedTrials = "ignore", key_style: Literal["nested", "dotted"] = "nested") -> None:
-        super().__init__(cells, targets, tolerance, probes, max_trials, key_style)
-        self.stopped_trials = stopped_trials
-        self.brackets = {task: BetaBracket(task[1], tolerance, math.log(beta_min), math.log(beta_max), probes,
-                                           max_trials) for task in self.tasks}
-        self.trial_log_beta: dict[str, float] = {}
-
-    def _propose(self, task: tuple[str, float], trial_id: str) -> dict[str, Any] | None:
-        bracket = self.brackets[task]
-        x = bracket.propose()
-        self.status[task] = bracket.status
-        if x is None:
-            return None
-        self.trial_log_beta[trial_id] = x
-        return {BETA_KEY: math.exp(x)}
-
-    def _observe(self, task: tuple[str, float], trial_id: str, record: TrialRecord,
-                 result: dict[str, Any] | None) -> None:
-        bracket = self.brackets[task]
-        rate = None if record.error else record.rate
-        bracket.observe(self.trial_log_beta[trial_id], rate, record.converged, self.stopped_trials)
-        self.status[task] = bracket.status
-
-
-__all__ = ["BetaBracket", "BisectionSearcher"]
+__all__ = ["LOG_BETA_LIMIT", "BetaBracket", "StoppedTrials"]

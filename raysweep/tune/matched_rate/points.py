@@ -1,4 +1,6 @@
-"""Matched-rate operating points: the trial conventions they rest on, and the table they form.
+"""Matched-rate operating points: the trial conventions they rest on, and the table they form
+(its model and its files; no Ray, no MLflow: :mod:`raysweep.tracking.operating_points` logs it,
+:mod:`raysweep.frontier.operating_points` draws it).
 
 A *task* is one (cell, target) pair: a cell is one combination of the swept keys other than the KL
 weight (for example ``loss.lambda_neural=0.5``), a target is a rate R* in nats. Its *operating
@@ -6,7 +8,8 @@ point* is the trial whose converged rate is closest to R*: the beta that put it 
 it reached, its distortion and anisotropy, and what the search for it cost (every trial of the
 task, stopped ones included, and the epochs they trained).
 
-Conventions shared by the searchers (``raysweep.tune.matched_rate``), the trainable and this module:
+Conventions shared by the searchers (:mod:`raysweep.tune.matched_rate.searchers`), the trainable
+and this module:
 
 - every matched-rate trial config carries ``META_KEY`` (``"_matched_rate"``), a mapping with
   ``cell`` (label), ``cell_params`` (dotted key -> value), ``target`` (nats) and ``strategy``.
@@ -32,10 +35,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raysweep.names import OPERATING_POINTS_CSV, OPERATING_POINTS_JSON
+
 META_KEY = "_matched_rate"
 RATE_ERROR = "rate_error"
 PROGRESS = "progress"
-BETA_KEY = "objective.beta"
+BETA_KEY = "objective.beta"  # what bisection and optuna search
+GECO_TARGET_KEY = "objective.geco.target_rate"  # what the geco strategy sets
 _MIN_RATE = 1e-6  # nats: a collapsed posterior (rate 0) gets a large but finite rate_error
 
 
@@ -53,6 +59,12 @@ def rate_error(rate: float, target: float) -> float:
 def within_tolerance(rate: float, target: float, tolerance: float) -> bool:
     """True when ``|rate / target - 1| <= tolerance`` (relative, e.g. 0.05 = 5 %)."""
     return math.isfinite(rate) and abs(rate / target - 1.0) <= tolerance + 1e-12
+
+
+def cell_label(params: Mapping[str, Any]) -> str:
+    """``"loss.lambda_neural=0.5,loss.neural=box_blur"`` (sorted keys), or ``"base"`` when empty:
+    a task's cell, as the ``cell`` column of the operating points names it."""
+    return ",".join(f"{k}={params[k]}" for k in sorted(params)) or "base"
 
 
 def get_dotted(config: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
@@ -251,14 +263,15 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_operating_points(points: Iterable[OperatingPoint], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``operating_points.csv`` and ``operating_points.json`` (NaN as null) under ``out_dir``.
+    """Write :data:`~raysweep.names.OPERATING_POINTS_CSV` and :data:`~raysweep.names.OPERATING_POINTS_JSON`
+    (``operating_points.{csv,json}``, NaN as null) under ``out_dir``.
 
     Returns ``{"csv": path, "json": path}``, ready for ``mlflow.log_artifact``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = operating_points_table(points)
-    csv_path, json_path = out / "operating_points.csv", out / "operating_points.json"
+    csv_path, json_path = out / OPERATING_POINTS_CSV, out / OPERATING_POINTS_JSON
     with open(csv_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["cell", "target_rate"])
         writer.writeheader()

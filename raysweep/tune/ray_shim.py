@@ -1,0 +1,88 @@
+"""The private Ray APIs raysweep needs, each behind one function here and nowhere else.
+
+Written against Ray :data:`RAY_VERSION` and pinned by ``tests/tune/test_ray_shim.py``, which
+checks the version and runs every function on a real local Ray: when Ray is upgraded, that test
+says which of these moved. Each function states what public API is missing.
+
+- :func:`set_restored_run_config`: ``Tuner.restore`` takes no ``RunConfig``, and callbacks are not
+  restored with an experiment (Tune cannot pickle their clients), so a resumed sweep sets its
+  callbacks, verbosity and progress reporter on the restored Tuner's run config
+  (``Tuner._local_tuner.get_run_config()``).
+- :func:`local_accelerator_type`: Ray's name for this machine's GPU (``A100``, ``H100``...), as
+  the ``accelerator_type:<name>`` resource Ray gives the node, before Ray starts
+  (``ray._private.accelerators.NvidiaGPUAcceleratorManager``).
+- :func:`optuna_search_study`: the Optuna study inside ``ray.tune.search.optuna.OptunaSearch``
+  and the trial numbers it has handed out (``_ot_study``, ``_ot_trials``), to fail the trials a
+  killed driver left running.
+
+Failures are never swallowed wholesale: the errors an API change raises (``ImportError``,
+``AttributeError``) are caught by name and logged as a warning naming the Ray version; anything
+else propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+RAY_VERSION = "2.60.0"
+
+
+def _moved(what: str, err: Exception) -> None:
+    import ray
+
+    logger.warning("raysweep: %s is not where Ray %s had it (Ray %s here: %s); see raysweep/tune/ray_shim.py",
+                   what, RAY_VERSION, ray.__version__, err)
+
+
+def set_restored_run_config(tuner: Any, callbacks: list[Any], verbose: int, progress_reporter: Any = None) -> None:
+    """Give a Tuner from ``Tuner.restore`` the `callbacks`, `verbose` level and
+    `progress_reporter` of a new run (a restored experiment keeps none of them).
+
+    Raises:
+        RuntimeError: when Ray no longer keeps the run config where 2.60 did (the resumed sweep
+            would otherwise run without its MLflow callback and lose its tracking).
+    """
+    try:
+        run_config = tuner._local_tuner.get_run_config()
+    except AttributeError as err:
+        raise RuntimeError(f"Ray {RAY_VERSION}'s Tuner._local_tuner.get_run_config() is gone: a resumed sweep cannot "
+                           f"set its callbacks ({err}); update raysweep/tune/ray_shim.py") from err
+    run_config.callbacks = list(callbacks)
+    run_config.verbose = verbose
+    run_config.progress_reporter = progress_reporter
+
+
+def local_accelerator_type() -> str | None:
+    """Ray's accelerator type of this machine's first NVIDIA GPU (e.g. ``A100``), or None when
+    there is none or NVML cannot be read (no driver); without it ``resources.accelerator_type``
+    cannot be checked against this machine before Ray starts."""
+    try:
+        import ray._private.thirdparty.pynvml as pynvml
+        from ray._private.accelerators import NvidiaGPUAcceleratorManager
+    except ImportError as err:
+        _moved("ray._private.accelerators.NvidiaGPUAcceleratorManager", err)
+        return None
+    try:
+        return NvidiaGPUAcceleratorManager.get_current_node_accelerator_type()
+    except AttributeError as err:
+        _moved("NvidiaGPUAcceleratorManager.get_current_node_accelerator_type", err)
+    except pynvml.NVMLError as err:  # a driver that answers init but not the device queries
+        logger.warning("raysweep: cannot read this machine's GPU type through NVML: %s", err)
+    return None
+
+
+def optuna_search_study(search: Any) -> tuple[Any, set[int]]:
+    """``(study, numbers)``: the Optuna study of an ``OptunaSearch`` and the numbers of the trials
+    it has suggested; ``(None, set())`` before its study exists (nothing suggested yet)."""
+    try:
+        study = search._ot_study
+        trials = search._ot_trials
+    except AttributeError as err:
+        _moved("OptunaSearch._ot_study / _ot_trials", err)
+        return None, set()
+    if study is None:
+        return None, set()
+    return study, {t.number for t in trials.values()}

@@ -1,0 +1,161 @@
+"""Where a sweep's files live: every path and URI rule of sweeps and trials, in one place.
+
+A *storage* (``raysweep sweep --storage``) is where sweep directories go: a local folder
+(``./runs`` by default) or object storage that every node of a cluster reaches, given as a URI
+(``s3://bucket/sweeps``, ``gs://...``; any ``scheme://`` pyarrow opens). ``file:///abs/path`` is a
+local folder written as a URI: it is local everywhere here (its prefix is dropped and the path
+resolved), so ``file://`` and a plain path give the same sweep directory and the same MLflow keys.
+
+- The *sweep directory* is ``<storage>/<name>`` (:func:`sweep_dir_for`): Tune's experiment
+  directory, holding :data:`SWEEP_FILE` (the resolved sweep that ``resume`` reads) and one folder
+  per trial (:func:`trial_dir`, named by the Tune trial id). It is also the key of the sweep's
+  MLflow parent run (:func:`parent_run_key`, the ``raysweep.storage`` tag), so a resumed sweep
+  finds its parent run again.
+- The training loop's outputs go to ``<trial dir>/train/`` on a filesystem, and to a node-local
+  scratch folder when the sweep is on object storage (:func:`trial_output_dir`), from which the
+  MLflow callback logs them.
+- Files a sweep on object storage cannot keep beside its results (the Optuna SQLite database, the
+  operating points before they are copied) go to its local twin ``./runs/<name>``
+  (:func:`local_sweep_dir`).
+
+Nothing here imports Ray; :mod:`raysweep.tracking` imports this module (tune.storage imports
+nothing of raysweep at run time, so no import circle can pass through it).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from raysweep.tune.sweep_config import SweepConfig
+
+DEFAULT_STORAGE = "runs"  # relative to the working directory
+SWEEP_FILE = "sweep.yaml"  # the resolved sweep in its directory (what `resume` reads)
+TRIAL_OUTPUT_DIR = "train"  # the loop's outputs inside a trial's directory
+OPTUNA_DB = "optuna.db"
+FILE_SCHEME = "file://"
+
+
+# ------------------------------------------------------------------------------- URIs
+def is_uri(path: str | Path) -> bool:
+    """True for object storage (``s3://``, ``gs://``, any ``scheme://``); False for local paths,
+    ``file://`` ones included."""
+    text = str(path)
+    return "://" in text and not text.startswith(FILE_SCHEME)
+
+
+def local_path(path: str | Path) -> Path:
+    """A local path or ``file://`` URI as an absolute path (``~`` expanded)."""
+    return Path(str(path).removeprefix(FILE_SCHEME)).expanduser().resolve()
+
+
+# ----------------------------------------------------------------------- sweep paths
+def sweep_dir_for(storage: str | Path | None, name: str) -> str:
+    """The sweep directory ``<storage>/<name>``: absolute for local storage (``storage`` defaults
+    to ``./runs``), the URI with ``/<name>`` appended for object storage."""
+    root = str(storage) if storage is not None else DEFAULT_STORAGE
+    if not is_uri(root):
+        root = str(local_path(root))
+    return f"{root.rstrip('/')}/{name}"
+
+
+def resolve_sweep_dir(sweep_dir: str | Path) -> str:
+    """A sweep directory as given to ``resume``: absolute when local, without a trailing slash."""
+    text = str(sweep_dir)
+    return (text if is_uri(text) else str(local_path(text))).rstrip("/")
+
+
+def split_sweep_dir(sweep_dir: str) -> tuple[str, str]:
+    """``(storage, name)`` of a sweep directory (Tune's ``storage_path`` and experiment name)."""
+    storage, _, name = sweep_dir.rstrip("/").rpartition("/")
+    return storage, name
+
+
+def parent_run_key(storage: str | Path, name: str) -> str:
+    """The ``raysweep.storage`` tag that, with the sweep's name, identifies its MLflow parent run:
+    the sweep directory (so the same sweep reached as ``file://`` or as a path is one run)."""
+    return sweep_dir_for(storage, name)
+
+
+def local_sweep_dir(sweep_dir: str, sweep_name: str) -> str:
+    """`sweep_dir` when it is local, else its local twin ``./runs/<name>`` (for files that must
+    be on this machine: the Optuna database, the operating points before they are copied)."""
+    return sweep_dir if not is_uri(sweep_dir) else sweep_dir_for(None, sweep_name)
+
+
+def optuna_storage_url(sweep: SweepConfig, sweep_dir: str) -> str | None:
+    """The Optuna storage of a sweep that uses Optuna (``search.mode: optuna``, or matched rate
+    with the optuna strategy): the configured URL, else SQLite in the sweep's local directory
+    (:func:`local_sweep_dir`); None for the other sweeps."""
+    search = sweep.search
+    if search.mode == "matched_rate":  # the optuna strategy's per-(cell, target) studies
+        if search.matched_rate is None or search.matched_rate.strategy != "optuna":
+            return None
+    elif search.mode != "optuna" or search.optuna is None:
+        return None
+    elif search.optuna.storage:
+        return search.optuna.storage
+    local = local_sweep_dir(sweep_dir, sweep.name)
+    Path(local).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{local}/{OPTUNA_DB}"
+
+
+# ----------------------------------------------------------------------- trial paths
+def trial_dir(sweep_dir: str, trial_id: str) -> str:
+    """A trial's directory in the sweep's storage (Tune's trial directory: named by the trial id)."""
+    return f"{sweep_dir.rstrip('/')}/{trial_id}"
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune's ``trial_dirname_creator``: the trial id, as :func:`trial_dir` expects."""
+    return str(trial.trial_id)
+
+
+def trial_name(trial: Any) -> str:
+    """Tune's ``trial_name_creator`` (the progress table's first column): the trial id."""
+    return str(trial.trial_id)
+
+
+def trial_scratch_dir(sweep_name: str, trial_id: str) -> Path:
+    """The node-local folder of a trial's loop outputs when the sweep is on object storage."""
+    return Path(tempfile.gettempdir()) / "raysweep" / sweep_name / trial_id / TRIAL_OUTPUT_DIR
+
+
+def trial_output_dir(sweep_dir: str, sweep_name: str, trial_id: str) -> Path:
+    """Where the training loop of a trial writes: ``<trial dir>/train`` when the sweep is on a
+    filesystem, else :func:`trial_scratch_dir` (the MLflow callback logs its files from there)."""
+    if not is_uri(sweep_dir):
+        return Path(trial_dir(sweep_dir.removeprefix(FILE_SCHEME), trial_id)) / TRIAL_OUTPUT_DIR
+    return trial_scratch_dir(sweep_name, trial_id)
+
+
+# -------------------------------------------------------------------------- text I/O
+def write_text(path: str, text: str) -> None:
+    """Write `text` to a local path or an object-storage URI (parent folders created)."""
+    if is_uri(path):
+        import pyarrow.fs
+
+        fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+        fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(inner) as handle:
+            handle.write(text.encode())
+        return
+    file = local_path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(text)
+
+
+def read_text(path: str) -> str | None:
+    """The text at a local path or an object-storage URI; None when there is no such file."""
+    if is_uri(path):
+        import pyarrow.fs
+
+        fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+        if fs.get_file_info(inner).type == pyarrow.fs.FileType.NotFound:
+            return None
+        with fs.open_input_stream(inner) as handle:
+            return handle.read().decode()
+    file = local_path(path)
+    return file.read_text() if file.is_file() else None
