@@ -74,6 +74,10 @@ def is_known_metric(name: str) -> bool:
     return name in METRICS or METRIC_PATTERN.match(name) is not None
 
 
+#: Key of a validation's metrics (and of final.json) holding {metric: reason} for the metrics left
+#: out as unsound on that data.
+WITHHELD = "withheld"
+
 # ------------------------------------------------------------------------- a trial's files
 METRICS_LOG = "metrics.jsonl"  # one JSON line per validation
 FINAL_SUMMARY = "final.json"  # the run's summary (withheld metrics as null)

@@ -36,6 +36,7 @@ from typing import Any
 
 from ray import tune
 
+from raysweep.names import WITHHELD
 from raysweep.tracking import store
 from raysweep.tracking.results import (
     ARTIFACT_FILES,
@@ -291,7 +292,7 @@ class MlflowTrackingCallback(tune.Callback):
         metrics = [Metric(key, value, now, step) for key, value in values.items()]
         for start in range(0, len(metrics), _BATCH_METRICS):
             self.client.log_batch(run_id, metrics=metrics[start : start + _BATCH_METRICS])
-        withheld = result.get("withheld")
+        withheld = result.get(WITHHELD)
         if isinstance(withheld, Mapping) or self._withheld_tagged.get(run_id):
             # Metrics left out as unsound are absent from the metrics; the reason goes in a tag
             # that always describes the latest validation.

@@ -32,6 +32,7 @@ from raysweep.control.schedules import cosine_lr_factor
 from raysweep.data import build_datasets, build_latent_sample
 from raysweep.errors import RaysweepError
 from raysweep.models import build_model
+from raysweep.names import WITHHELD
 from raysweep.train import distributed as D
 from raysweep.train.artifacts import write_reconstruction_grid, write_variance_profile
 from raysweep.train.checkpoint import META_FILE, load_checkpoint, save_checkpoint
@@ -274,7 +275,7 @@ class Trainer:
             metrics.update(latent.metrics)
             withheld = latent.withheld
         if withheld:
-            metrics["withheld"] = withheld  # reasons, by metric: absent above, null in final.json
+            metrics[WITHHELD] = withheld  # reasons, by metric: absent above, null in final.json
         metrics.update(self._train_summary())
         metrics["step"] = self.step
         metrics["epoch"] = self.step / max(1, len(self.train_set) // self.cfg.train.batch_size)
@@ -344,7 +345,7 @@ class Trainer:
         )
         if self.status == "diverged":
             final["diverged_at_step"] = self.step
-        withheld = final.get("withheld", {})
+        withheld = final.get(WITHHELD, {})
         for key in FINAL_KEYS:
             if key in withheld:
                 final[key] = None  # withheld as unsound: null in final.json, never a misleading number
