@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from raysweep.errors import RaysweepError
 
@@ -52,7 +52,9 @@ class DataConfig(StrictModel):
     split_seed: int = Field(0, description="seed of the train/validation split, kept apart from train.seed so "
                             "trials with different seeds are validated on the same images")
     hflip: bool = Field(True, description="random horizontal flip at training time")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per trial worker")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per trial worker decoding image "
+                             "files (data.cache false, validation, and building a prepared cache); training batches "
+                             "of a prepared cache are read in the trial process, faster than through a worker")
     latent_sample_size: int = Field(
         10_000, ge=2, description="images of a generated dataset (xysquares) encoded at the final validation "
         "for the statistics of the aggregated posterior (aggregated and channel anisotropy) and MIG, "
@@ -60,7 +62,30 @@ class DataConfig(StrictModel):
         "validation set alone is too small for a J x J covariance or a 20-bin MIG. Datasets read from "
         "folders use the validation set"
     )
+    cache: bool = Field(
+        True, description="folder datasets (celeba, tiny_imagenet, image_folder): decode, crop and resize every "
+        "image once into a prepared uint8 array in data.cache_dir, shared by every trial on the node, instead "
+        "of decoding it again on every epoch of every trial; false decodes the files on every read. Ignored "
+        "for generated xysquares"
+    )
+    cache_dir: Path | None = Field(
+        None, description="folder of the prepared caches (None: $XDG_CACHE_HOME/raysweep, else "
+        "~/.cache/raysweep, on each node); a folder on shared storage lets every node reuse one copy"
+    )
     xysquares: XYSquaresConfig = Field(default_factory=XYSquaresConfig)
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_dir_usable(cls, value: Path | None) -> Path | None:
+        # "~/..." would otherwise name a folder called "~", and a relative path would name another folder
+        # in each Ray trial's working directory (no sharing); an existing file cannot hold caches.
+        if value is None:
+            return None
+        value = value.expanduser().absolute()
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"data.cache_dir {value} is a file, not a folder: point it at a folder (it is created "
+                             "when missing)")
+        return value
 
     @model_validator(mode="after")
     def _root_required(self) -> DataConfig:

@@ -8,12 +8,14 @@ import random
 from torch.utils.data import Dataset
 
 from raysweep.config import DataConfig
+from raysweep.data.cache import CachedImages, cache_dataset
 from raysweep.data.folders import CelebA, ImageFolderDataset, TinyImageNet
 from raysweep.data.splits import Subset, partition_indices, train_val_split
 from raysweep.data.xysquares import XYSquares
 
 __all__ = [
-    "XYSquares", "CelebA", "TinyImageNet", "ImageFolderDataset", "Subset", "build_datasets", "build_latent_sample",
+    "XYSquares", "CelebA", "TinyImageNet", "ImageFolderDataset", "CachedImages", "Subset", "build_datasets",
+    "build_latent_sample",
 ]
 
 # Salt of the latent sample's draw, so it differs from the validation split of the same split_seed.
@@ -54,26 +56,41 @@ def build_latent_sample(cfg: DataConfig) -> Dataset | None:
     return Subset(full, chosen)
 
 
-def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
+def build_datasets(cfg: DataConfig, progress: bool | None = None) -> tuple[Dataset, Dataset]:
     """The training and validation sets described by the ``data`` block.
 
     Datasets with an official split (CelebA's partition file, Tiny-ImageNet's val folder) use it,
     with ``data.val_size`` / ``data.train_size`` as caps; the others hold out ``data.val_size``
     images at random, deterministically per ``data.split_seed`` (not the training seed, so trials
     with different seeds are validated on the same images).
+
+    Folder datasets with ``data.cache`` (the default) are read from their prepared caches in
+    ``data.cache_dir`` (:mod:`raysweep.data.cache`), built here when missing (a tqdm bar on stderr
+    when ``progress``, default when stderr is a terminal): each cache holds exactly the images of its
+    split, so the items are the same images, bit for bit, as with ``data.cache: false``.
     """
     size, seed = cfg.image_size, cfg.split_seed
     if cfg.dataset == "xysquares":
         full: Dataset = _xysquares(cfg)
-    elif cfg.dataset == "image_folder":
+        train_idx, val_idx = train_val_split(len(full), cfg.val_size, seed, cfg.train_size)  # type: ignore[arg-type]
+        return Subset(full, train_idx), Subset(full, val_idx)
+    if cfg.dataset == "image_folder":
         full = ImageFolderDataset(cfg.root, image_size=size)  # type: ignore[arg-type]
+        train_idx, val_idx = train_val_split(len(full), cfg.val_size, seed, cfg.train_size)  # type: ignore[arg-type]
+        train: Dataset = Subset(full, train_idx)
+        val: Dataset = Subset(full, val_idx)
     elif cfg.dataset == "celeba":
         train = CelebA(cfg.root, split="train", image_size=size, split_seed=seed)  # type: ignore[arg-type]
         val = CelebA(cfg.root, split="val", image_size=size, split_seed=seed)  # type: ignore[arg-type]
-        return _cap(train, cfg.train_size, seed), _cap(val, cfg.val_size, seed + 1)
+        train, val = _cap(train, cfg.train_size, seed), _cap(val, cfg.val_size, seed + 1)
     else:
         train = TinyImageNet(cfg.root, split="train", image_size=size)  # type: ignore[arg-type]
         val = TinyImageNet(cfg.root, split="val", image_size=size)  # type: ignore[arg-type]
-        return _cap(train, cfg.train_size, seed), _cap(val, cfg.val_size, seed + 1)
-    train_idx, val_idx = train_val_split(len(full), cfg.val_size, seed, cfg.train_size)  # type: ignore[arg-type]
-    return Subset(full, train_idx), Subset(full, val_idx)
+        train, val = _cap(train, cfg.train_size, seed), _cap(val, cfg.val_size, seed + 1)
+    if not cfg.cache:
+        return train, val
+    options = {"progress": progress, "workers": cfg.num_workers}
+    return (
+        cache_dataset(train, cfg.cache_dir, label=f"{cfg.dataset}-train", **options),  # type: ignore[arg-type]
+        cache_dataset(val, cfg.cache_dir, label=f"{cfg.dataset}-val", **options),  # type: ignore[arg-type]
+    )

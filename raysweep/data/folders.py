@@ -38,8 +38,21 @@ _CELEBA_PARTITION_CODES = {"train": 0, "val": 1, "test": 2}
 _EMPTY_FACTORS = torch.zeros(0, dtype=torch.long)
 
 
-def load_image(path: Path, image_size: int) -> torch.Tensor:
-    """Load one image file as a float32 tensor (3, image_size, image_size) in [-1, 1].
+PREPROCESSING_VERSION = "rgb-centre-crop-bicubic-antialias-1"
+"""Names what :func:`decode_image` does; prepared caches (:mod:`raysweep.data.cache`) are keyed by
+it, so changing the preprocessing must change this string or old caches would be trusted."""
+
+
+def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [-1, 1] (``x / 127.5 - 1``), the one conversion both the decode
+    path and the prepared cache use, so both give bit-identical images. The two float32 operations
+    run in place on the converted tensor: the same results without two temporary copies (the
+    conversion is most of the prepared cache's cost per batch)."""
+    return pixels.to(torch.float32).div_(127.5).sub_(1.0)
+
+
+def decode_image(path: Path, image_size: int) -> torch.Tensor:
+    """Load one image file as uint8 pixels (3, image_size, image_size), before scaling to [-1, 1].
 
     RGB conversion, centre crop to the largest square (``min(width, height)`` pixels), then an
     antialiased bicubic resize to ``image_size`` pixels. Raises RaysweepError naming the file
@@ -56,8 +69,13 @@ def load_image(path: Path, image_size: int) -> torch.Tensor:
     side = min(image.size)
     image = F.center_crop(image, [side, side])
     image = F.resize(image, [image_size, image_size], interpolation=InterpolationMode.BICUBIC, antialias=True)
-    pixels = F.pil_to_tensor(image)  # uint8 (3, H, W)
-    return pixels.to(torch.float32) / 127.5 - 1.0
+    return F.pil_to_tensor(image)  # uint8 (3, H, W)
+
+
+def load_image(path: Path, image_size: int) -> torch.Tensor:
+    """Load one image file as a float32 tensor (3, image_size, image_size) in [-1, 1]: the pixels of
+    :func:`decode_image` through :func:`pixels_to_float`."""
+    return pixels_to_float(decode_image(path, image_size))
 
 
 def _check_image_size(image_size: int) -> int:

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from raysweep.config import TrialConfig, dump_yaml
 from raysweep.control.schedules import cosine_lr_factor
 from raysweep.data import build_datasets, build_latent_sample
+from raysweep.data.cache import batch_images, training_loader
 from raysweep.errors import RaysweepError
 from raysweep.models import build_model
 from raysweep.names import WITHHELD
@@ -86,7 +87,8 @@ class Trainer:
         self.use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and self.device.type == "cuda")
         self.show_progress = self.rank == 0 and (sys.stderr.isatty() if progress is None else progress)
 
-        self.train_set, self.val_set = build_datasets(cfg.data)
+        # One rank builds a missing prepared cache (with a bar only on rank 0); the others wait on its lock.
+        self.train_set, self.val_set = build_datasets(cfg.data, progress=self.show_progress)
         self.latent_sample = build_latent_sample(cfg.data)
         self.channels = self.train_set.channels
         self.total_steps = total_steps(cfg, len(self.train_set))
@@ -186,9 +188,8 @@ class Trainer:
             num_items=len(self.train_set), batch_size=self.cfg.train.batch_size, rank=self.rank, world_size=self.world,
             seed=self.cfg.train.seed, start_step=self.step, total_steps=self.total_steps,
         )
-        return DataLoader(
-            self.train_set, batch_sampler=sampler, num_workers=self.cfg.data.num_workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=False,
+        return training_loader(
+            self.train_set, sampler, num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda"
         )
 
     def _rank_slice(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -316,8 +317,8 @@ class Trainer:
 
             bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         self.model.train()
-        for indices_batch in self._loader():
-            x = indices_batch[0] if isinstance(indices_batch, list | tuple) else indices_batch
+        for batch in self._loader():
+            x = batch_images(batch)  # float32 in [-1, 1], whether decoded or read from a prepared cache
             if not self.train_step(x):
                 self.status = "diverged"
                 break
