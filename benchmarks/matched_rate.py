@@ -23,7 +23,8 @@ GECO (``objective.geco.target_rate``) trains once per (cell, target); a run that
 tolerance is run again at twice the length (then four times), and all of it is counted.
 
     python benchmarks/matched_rate.py                 # 3 lambdas x 2 targets (8, 14 nats), 600 steps per trial
-    python benchmarks/matched_rate.py --quick         # 2 lambdas x 1 target, 300 steps, grid cost counted only
+    python benchmarks/matched_rate.py --quick         # smoke test: 1 lambda x 1 target, 36 steps, 2 trials
+                                                      # per strategy, GECO once, grid cost counted only
 
 Prints a table and one JSON line with every number.
 """
@@ -104,7 +105,7 @@ def run_geco(args: argparse.Namespace, cells: list[dict], storage: str) -> dict:
     started = time.perf_counter()
     todo = [(cell, target) for cell in cells for target in args.targets]
     records: dict[tuple[str, float], dict] = {}
-    for factor in (1, 2, 4):
+    for factor in args.geco_lengths:
         if not todo:
             break
         steps = args.steps * factor
@@ -176,7 +177,8 @@ def run_grid(args: argparse.Namespace, cells: list[dict], spacing: float, storag
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 lambdas x 1 target, 300 steps")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 1 lambda x 1 target, 36 steps, 2 trials per strategy, GECO once")
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.5, 0.9])
     parser.add_argument("--targets", type=float, nargs="+", default=[8.0, 14.0], help="nats")
     parser.add_argument("--steps", type=int, default=600, help="optimiser steps per trial (12 per epoch)")
@@ -191,6 +193,8 @@ def main() -> None:
                         help="optuna trials per (cell, target): TPE needs ~15-20 to land within 5%% in 1-D")
     parser.add_argument("--grace-period", type=int, default=2)
     parser.add_argument("--stopped-trials", default="ignore", choices=["ignore", "rate_rises", "rate_falls"])
+    parser.add_argument("--geco-lengths", type=int, nargs="+", default=[1, 2, 4],
+                        help="GECO run lengths (multiples of --steps) tried in turn until a task matches")
     parser.add_argument("--asha-bisection", action="store_true", help="also stop bisection trials early")
     parser.add_argument("--strategies", nargs="+", default=["bisection", "optuna", "geco", "grid"])
     parser.add_argument("--grid", choices=["run", "cost"], default=None,
@@ -199,15 +203,16 @@ def main() -> None:
     parser.add_argument("--grid-spacing", type=float, default=None,
                         help="log-beta spacing of the grid (default: measured from the bisection run)")
     args = parser.parse_args()
-    if args.quick:
-        args.lambdas, args.targets, args.steps, args.val_every = [0.0, 0.9], [8.0], 300, 50
+    if args.quick:  # a smoke test of every strategy's path, not a measurement: seconds, not minutes
+        args.lambdas, args.targets, args.steps, args.val_every = [0.0], [8.0], 36, 12
+        args.max_trials, args.optuna_max_trials, args.geco_lengths = 2, 2, [1]
     args.grid = args.grid or ("cost" if args.quick else "run")
     if "grid" in args.strategies and "bisection" not in args.strategies and args.grid_spacing is None:
         parser.error("the grid's resolution is measured from the bisection run: keep bisection in "
                      "--strategies or pass --grid-spacing")
 
     cells = [{"loss.lambda_neural": lam} for lam in args.lambdas]
-    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     storage = tempfile.mkdtemp(prefix="raysweep-bench-mr-")
     rows: dict[str, dict] = {}
     bisection: SweepOutcome | None = None

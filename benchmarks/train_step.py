@@ -6,6 +6,7 @@ machine noise hits both alike; the median block throughput of each is reported, 
 raysweep / bare (goal: >= 0.95).
 
     python benchmarks/train_step.py                       # CPU, tiny vector VAE, 32 px
+    python benchmarks/train_step.py --quick               # 3 blocks of 5 steps at 16 px (smoke test)
     python benchmarks/train_step.py --balancer            # also with the EnCodec balancer on
     python benchmarks/train_step.py --device cuda --preset paper --image-size 64 --precision bf16
     python benchmarks/train_step.py --device cuda --preset paper --image-size 256 --precision bf16 --batch-size 32
@@ -115,7 +116,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--balancer", action="store_true", help="also measure with the EnCodec balancer on")
+    parser.add_argument("--quick", action="store_true", help="16 px, batch 16, 3 blocks of 5 steps (smoke test)")
     args = parser.parse_args()
+    if args.quick:
+        args.image_size, args.batch_size, args.steps, args.blocks, args.warmup = 16, 16, 5, 3, 2
     if args.threads:
         torch.set_num_threads(args.threads)
     print(json.dumps(run(args, balancer=False)), flush=True)
