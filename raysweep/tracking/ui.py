@@ -5,14 +5,21 @@ database, with the same artifact root the tracking callback uses. MLflow 3's ser
 background job runner (for GenAI evaluation jobs: several extra processes) that browsing runs does
 not need; it is switched off unless ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION`` is set. An ``http://``
 tracking URI already is a UI: its address is printed and nothing is started.
+
+``mlflow server`` is a tree of processes (the server, its uvicorn worker, MLflow's helpers), so it
+is started in a process group of its own and stopped as a group, however ``raysweep ui`` ends:
+Ctrl-C (SIGINT), SIGTERM from ``kill`` or a process manager (the CLI turns it into a normal exit),
+or the server failing. Stopping only the direct child left uvicorn running with the port held.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from raysweep.errors import RaysweepError
@@ -20,6 +27,8 @@ from raysweep.tracking.store import default_artifact_root, resolve_tracking_uri
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
+#: Seconds the server's processes get to exit after SIGTERM before they are killed.
+STOP_TIMEOUT_S = 10.0
 
 
 def server_command(uri: str, port: int) -> list[str]:
@@ -58,13 +67,38 @@ def run_ui(tracking_uri: str | None, storage: Path | None, port: int = DEFAULT_P
     # MLflow 3 opens in its GenAI view; the workflowType parameter selects the runs table.
     print(f"MLflow UI for {uri}\n  open http://{HOST}:{port}/#/experiments?workflowType=machine_learning"
           "  (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    proc = subprocess.Popen(server_command(uri, port), env=env)
+    proc = subprocess.Popen(server_command(uri, port), env=env, start_new_session=True)
     try:
         return proc.wait()
-    except KeyboardInterrupt:
-        # The terminal sent SIGINT to the server too; give it a moment to shut down cleanly.
+    finally:
+        # Ctrl-C (KeyboardInterrupt), SIGTERM (SystemExit from the CLI) or a server that exited:
+        # nothing of the server's group outlives the command.
+        stop_process_group(proc)
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
+    """Stop `proc` and every process of its group (it leads one: ``start_new_session``): SIGTERM,
+    then SIGKILL for what is left after `timeout` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            return proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            return proc.wait()
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return  # nothing of the group is left
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                proc.wait(timeout=0.1)  # reap the leader: a zombie still counts as a group member
+            except subprocess.TimeoutExpired:
+                pass
+            if not _group_alive(proc.pid):
+                return
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

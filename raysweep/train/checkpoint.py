@@ -5,6 +5,12 @@ needed to continue: model, optimisers, schedulers, GECO, balancer, step) and ``m
 written under a temporary name and renamed into place, so a crash mid-write never leaves a
 half-written checkpoint that a resume could pick up. Tune copies these directories into its own
 storage when the trial reports them.
+
+A checkpoint can still be damaged after it was written (a disk filling up, a copy cut short, a
+file truncated by hand): :func:`checkpoint_problem` reads ``state.pt``'s zip directory and checks
+every entry's CRC without unpickling, so ``raysweep train --resume`` falls back to the newest
+checkpoint that is intact (:func:`latest_good_checkpoint`) and a load that fails anyway names the
+file in one line instead of a torch traceback.
 """
 
 from __future__ import annotations
@@ -12,12 +18,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from raysweep.errors import RaysweepError
+
+if TYPE_CHECKING:
+    import torch
 
 PREFIX = "step_"
 STATE_FILE = "state.pt"
@@ -40,6 +48,8 @@ def save_checkpoint(ckpt_root: Path, step: int, state: dict[str, Any], meta: dic
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    import torch  # here, not at the top: finding and checking checkpoints (the CLI's --resume) needs no torch
+
     torch.save(state, tmp / STATE_FILE)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     _fsync_dir(tmp)
@@ -79,6 +89,34 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint directory `path` cannot be resumed from (missing, truncated or corrupt
+    ``state.pt``), or None when its file is intact."""
+    file = path / STATE_FILE
+    if not file.is_file():
+        return f"no {STATE_FILE}"
+    try:
+        with zipfile.ZipFile(file) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        return f"{STATE_FILE} is truncated or not a torch checkpoint ({err})"
+    if bad is not None:
+        return f"{STATE_FILE} is corrupt (entry {bad} fails its CRC check)"
+    return None
+
+
+def latest_good_checkpoint(ckpt_root: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest intact checkpoint under `ckpt_root` (or None) and the newer ones skipped as
+    damaged, each with its :func:`checkpoint_problem`."""
+    skipped: list[tuple[Path, str]] = []
+    for path in reversed(list_checkpoints(ckpt_root)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append((path, problem))
+    return None, skipped
+
+
 def prune_checkpoints(ckpt_root: Path, keep: int) -> None:
     """Delete all but the newest `keep` checkpoints, and leftovers of interrupted writes."""
     for stale in ckpt_root.glob(".tmp-*"):
@@ -93,4 +131,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     file = path / STATE_FILE if path.is_dir() else path
     if not file.is_file():
         raise RaysweepError(f"{path}: not a raysweep checkpoint (no {STATE_FILE}); pass a directory under OUT/checkpoints/")
-    return torch.load(file, map_location=map_location, weights_only=True)
+    import torch
+
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RaysweepError(
+            f"{file}: the checkpoint cannot be read ({first}): it is truncated or corrupt; resume from an older "
+            f"checkpoint (delete {file.parent}) or start again"
+        ) from None

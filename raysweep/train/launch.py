@@ -1,13 +1,15 @@
 """`raysweep train --workers N`: N local DDP processes without Ray.
 
 Each process joins a torch.distributed group over TCP on 127.0.0.1 (gloo on CPU, NCCL when every
-rank has its own GPU) and runs the same training loop; rank 0 writes the outputs.
+rank has its own GPU) and runs the same training loop; rank 0 writes the outputs. However the
+launcher ends (the ranks finish, one fails, Ctrl-C, SIGTERM) no rank is left running.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import torch
@@ -16,6 +18,9 @@ import torch.multiprocessing as mp
 
 from raysweep.config import TrialConfig
 from raysweep.errors import RaysweepError
+
+#: Seconds the ranks get to exit after SIGTERM before they are killed.
+STOP_TIMEOUT_S = 10.0
 
 
 def free_port() -> int:
@@ -66,14 +71,17 @@ def launch_local_ddp(
     if workers < 1:
         raise RaysweepError(f"--workers {workers}: give at least 1")
     backend = choose_backend(cfg, workers)
+    context = mp.start_processes(
+        _worker,
+        args=(workers, free_port(), backend, cfg.to_dict(), str(out_dir),
+              None if resume_from is None else str(resume_from), progress),
+        nprocs=workers,
+        join=False,
+        start_method="spawn",
+    )
     try:
-        mp.spawn(
-            _worker,
-            args=(workers, free_port(), backend, cfg.to_dict(), str(out_dir),
-                  None if resume_from is None else str(resume_from), progress),
-            nprocs=workers,
-            join=True,
-        )
+        while not context.join():
+            pass
     except mp.ProcessRaisedException as err:
         # A user error inside a rank (missing data, bad size) reaches the CLI as the same one-liner.
         marker = "raysweep.errors.RaysweepError: "
@@ -81,3 +89,21 @@ def launch_local_ddp(
         if lines:
             raise RaysweepError(lines[-1][len(marker):]) from None
         raise
+    finally:
+        # Ctrl-C, SIGTERM (a SystemExit from the CLI) or a failed rank: no rank outlives the launcher
+        # (multiprocessing's exit handler would wait for the non-daemonic ranks to finish training).
+        stop_processes(context.processes)
+
+
+def stop_processes(processes: list[mp.Process], timeout: float = STOP_TIMEOUT_S) -> None:
+    """Terminate the processes still alive (SIGTERM), then kill what is left after `timeout` seconds."""
+    alive = [p for p in processes if p.is_alive()]
+    for process in alive:
+        process.terminate()
+    deadline = time.monotonic() + timeout
+    for process in alive:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in alive:
+        if process.is_alive():
+            process.kill()
+            process.join(timeout)

@@ -5,14 +5,35 @@ and the maximum concurrency on a cluster: this machine by default, the node type
 cluster file (``--cluster cluster/ray-cluster-a100.yaml``), or a running cluster (``--address``,
 which connects to it without starting anything). Nothing here imports Ray, except to join a running
 cluster (``--address``) and to name a local GPU's accelerator type.
+
+It also holds the checks of what lies outside the sweep file, run by ``validate`` and again before
+``sweep`` and ``resume`` start Ray (:func:`check_sweep_inputs`), so that a wrong address, a tracking
+server that does not answer or a missing data folder is one line before anything starts, rather
+than a hang or a traceback after Ray is up:
+
+- ``--address``: a TCP connection to the Ray head is tried with a short timeout first (Ray's own
+  connect waits a minute or more for a head that is not there, then raises ``ConnectionError``).
+- ``tracking.uri``: a scheme MLflow stores runs under (``sqlite:``, ``file:``, ``http(s)://``,
+  ``databricks``, SQLAlchemy databases); an ``http(s)://`` server must answer within a few
+  seconds (MLflow's client retries an unreachable server for minutes).
+- ``data.root`` of folder datasets: it must exist and hold images when this machine can see it.
+  With local Ray the trials run here, so a root missing here is an error; on a cluster
+  (``--address``) a root missing on the driver may exist on the worker nodes, so it is left to
+  the trials, which fail with the data loader's one-line error naming ``data.root``.
 """
 
 from __future__ import annotations
 
+import copy
+import os
+import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+from raysweep.config import read_yaml, validate_model
 from raysweep.errors import RaysweepError
-from raysweep.tune.load import load_sweep
+from raysweep.tune.load import apply_sweep_overrides, load_sweep
 from raysweep.tune.resources import (
     NodeResources,
     local_nodes,
@@ -20,7 +41,192 @@ from raysweep.tune.resources import (
     nodes_from_ray,
     plan_resources,
 )
-from raysweep.tune.space import asha_max_t, expand_sweep
+from raysweep.tune.space import ExpandedSweep, asha_max_t, expand_sweep
+from raysweep.tune.sweep_config import SweepConfig
+
+#: Seconds to wait for a Ray head or an MLflow tracking server to answer before calling it unreachable.
+CONNECT_TIMEOUT_S = 3.0
+#: Ray's default GCS port, for an ``--address`` given without one.
+RAY_DEFAULT_PORT = 6379
+#: Files a folder dataset reads as images (as raysweep.data.folders, without importing torch here).
+_IMAGE_ENDINGS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+# ------------------------------------------------------------------------ outside the sweep file
+def _address_fix(address: str) -> str:
+    return (f"--address {address}: start the cluster (`ray start --head`) and pass its head as host:port "
+            "(e.g. 10.0.0.1:6379), or leave --address out to start a local Ray")
+
+
+def _split_host_port(address: str) -> tuple[str, int]:
+    """Host and port of a Ray address (``host:port``, ``ray://host:port``, a bare ``host``)."""
+    bare = address.removeprefix("ray://").rstrip("/")
+    host, sep, port_text = bare.rpartition(":")
+    if not sep:
+        return bare, RAY_DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536 or not host:
+        raise RaysweepError(f"--address {address}: expected host:port (e.g. 127.0.0.1:6379), ray://host:port or auto")
+    return host.strip("[]"), int(port_text)
+
+
+def check_ray_address(address: str) -> str:
+    """`address` after making sure a Ray head answers there within :data:`CONNECT_TIMEOUT_S`;
+    ``auto`` (the cluster this machine belongs to, as under ``ray job submit``) is resolved through
+    ``RAY_ADDRESS`` or the address file a local ``ray start`` writes (without either, Ray's own
+    search for a running instance decides, and fails at once when there is none).
+
+    Raises:
+        RaysweepError: nothing listens at the address.
+    """
+    target = address
+    if address == "auto":
+        from ray._private.utils import read_ray_address
+
+        target = os.environ.get("RAY_ADDRESS") or read_ray_address(None) or ""
+        if not target or target == "auto":
+            return address  # Ray's own discovery of a running instance, which fails fast when there is none
+    if "://" in target and not target.startswith("ray://"):
+        return address  # another kind of address (a job server's http://): Ray's own connect decides
+    host, port = _split_host_port(target)
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or type(err).__name__).lower()
+        raise RaysweepError(f"{_address_fix(address)} (no Ray head answers at {host}:{port}: {reason})") from None
+    return address
+
+
+def connect_ray(address: str, **init_kwargs: object) -> None:
+    """``ray.init(address=...)`` after :func:`check_ray_address`, with Ray's connection errors (a
+    port that answers but is not a Ray head, a version mismatch) turned into one line."""
+    import ray
+
+    check_ray_address(address)
+    try:
+        ray.init(address=address, **init_kwargs)
+    except (ConnectionError, RuntimeError, TimeoutError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RaysweepError(f"{_address_fix(address)} (Ray could not connect: {first})") from None
+
+
+def check_tracking_uri(uri: str | None, what: str = "tracking.uri") -> None:
+    """Refuse a ``tracking.uri`` MLflow cannot store runs in, and an ``http(s)://`` server that does
+    not answer within :data:`CONNECT_TIMEOUT_S` (``None``, the sweep's own SQLite store, is fine).
+    `what` names the setting in the message (``--tracking-uri`` for ``report`` and ``claims``)."""
+    if not uri:
+        return
+    from raysweep.tracking.store import tracking_uri_for
+
+    uri = tracking_uri_for(None, uri)
+    if not uri.startswith(("http://", "https://")):
+        return
+    request = urllib.request.Request(f"{uri.rstrip('/')}/health", method="GET")
+    try:
+        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError:
+        return  # something answers (a proxy in front of MLflow may not serve /health): MLflow will tell
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise RaysweepError(
+            f"{what} {uri}: the MLflow tracking server does not answer ({reason}): start it "
+            f"(`mlflow server --host HOST --port PORT`) or fix the address"
+        ) from None
+
+
+def _holds_images(root: Path) -> bool:
+    for _directory, _subdirs, files in os.walk(root, followlinks=True):
+        if any(name.lower().endswith(_IMAGE_ENDINGS) for name in files):
+            return True
+    return False
+
+
+def check_data_roots(expanded: ExpandedSweep, on_cluster: bool) -> None:
+    """Every folder dataset's ``data.root`` exists and holds images, where this machine can tell.
+
+    With local Ray (not `on_cluster`) the trials read the folder here, so a missing root is refused;
+    on a cluster only a root that exists here is looked into (see the module docstring)."""
+    seen: set[tuple[str, str]] = set()
+    for cell in expanded.cells:
+        dataset, root = cell.flat.get("data.dataset"), cell.flat.get("data.root")
+        if dataset == "xysquares" or root is None or (dataset, str(root)) in seen:
+            continue
+        seen.add((dataset, str(root)))
+        key = cell.sources.get("data.root", "trial.data.root")
+        path = Path(root).expanduser()
+        if not path.exists():
+            if not on_cluster:
+                raise RaysweepError(
+                    f"{key}: {root} does not exist on this machine, where local Ray runs the trials: "
+                    f"set data.root to the folder holding the {dataset} images"
+                )
+            continue
+        if not path.is_dir():
+            raise RaysweepError(f"{key}: {root} is not a folder: set data.root to the folder holding the {dataset} images")
+        if not _holds_images(path):
+            raise RaysweepError(
+                f"{key}: {root} holds no image files ({', '.join(_IMAGE_ENDINGS)}): set data.root to the folder "
+                f"holding the {dataset} images"
+            )
+
+
+def check_sweep_inputs(
+    sweep: SweepConfig, address: str | None, expanded: ExpandedSweep | None = None, on_cluster: bool | None = None
+) -> None:
+    """What a valid sweep file still needs from the world, checked before anything starts: the
+    tracking server, the data folders and the Ray cluster at `address`. `on_cluster` (default:
+    whether an `address` is given) says the trials run on other machines (``validate --cluster``)."""
+    check_tracking_uri(sweep.tracking.uri)
+    on_cluster = address is not None if on_cluster is None else on_cluster
+    check_data_roots(expanded if expanded is not None else expand_sweep(sweep), on_cluster)
+    if address is not None:
+        check_ray_address(address)
+
+
+def check_trial_checkpoints(sweep_dir: str) -> None:
+    """Before ``resume`` starts Ray: the newest Tune checkpoint of every trial of a local sweep
+    directory is intact (see :func:`raysweep.train.checkpoint.checkpoint_problem`). Tune restores a
+    trial from the newest checkpoint its experiment state records and nothing older, so a damaged
+    one stops the resume here, naming the file, rather than failing that trial on every retry. Sweeps
+    on object storage are not read here."""
+    from raysweep.train.checkpoint import STATE_FILE, checkpoint_problem
+    from raysweep.tune.storage import is_uri
+
+    if is_uri(sweep_dir):
+        return
+    for trial_dir in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir()):
+        checkpoints = sorted(p for p in trial_dir.glob("checkpoint_*") if p.is_dir())
+        if not checkpoints:
+            continue
+        problem = checkpoint_problem(checkpoints[-1])
+        if problem is not None:
+            raise RaysweepError(
+                f"{checkpoints[-1] / STATE_FILE}: {problem}: trial {trial_dir.name} cannot continue from its newest "
+                "checkpoint; restore the file from a copy, or run the sweep again under another --name"
+            )
+
+
+def precheck_sweep_file(
+    path: Path, overrides: list[str] | None = None, name: str | None = None, address: str | None = None,
+    on_cluster: bool | None = None,
+) -> None:
+    """:func:`check_sweep_inputs` on the sweep file's structure alone, before :func:`load_sweep`
+    validates every trial in full (which imports torch for the generated data's geometry): a wrong
+    address or tracking server is reported in a second, not after the heavy checks. A file that is
+    not structurally valid is left to :func:`load_sweep`, which names its error."""
+    try:
+        raw = apply_sweep_overrides(copy.deepcopy(read_yaml(path)), overrides or [])
+        if name is not None:
+            raw["name"] = name
+        sweep = validate_model(SweepConfig, raw)
+        expanded = expand_sweep(sweep)
+    except RaysweepError:
+        return
+    try:
+        check_sweep_inputs(sweep, address, expanded, on_cluster)
+    except RaysweepError as err:
+        raise RaysweepError(f"{path}: {err}") from None
 
 
 def describe_nodes(nodes: list[NodeResources]) -> str:
@@ -40,7 +246,7 @@ def cluster_nodes(address: str | None, cluster_file: Path | None) -> tuple[list[
     if address is not None:
         import ray
 
-        ray.init(address=address, log_to_driver=False)
+        connect_ray(address, log_to_driver=False)
         try:
             return nodes_from_ray(), f"Ray cluster at {address}"
         finally:
@@ -54,11 +260,17 @@ def validate_sweep(
 ) -> str:
     """Validate the sweep at `path` against a cluster and return the report ``validate`` prints;
     raise a one-line RaysweepError when the sweep or its plan is invalid."""
+    # The world outside the file first (it is quick), then every trial in full.
+    precheck_sweep_file(path, overrides, name, address, on_cluster=address is not None or cluster_file is not None)
+    file_nodes = nodes_from_cluster_file(cluster_file) if cluster_file is not None else None
     sweep = load_sweep(path, overrides, name)
     expanded = expand_sweep(sweep)
     search = sweep.search
     max_t = asha_max_t(search.scheduler, expanded) if search.scheduler.type == "asha" else None
-    nodes, where = cluster_nodes(address, cluster_file)
+    if file_nodes is not None:
+        nodes, where = file_nodes, f"cluster file {cluster_file}"
+    else:
+        nodes, where = cluster_nodes(address, None)
     try:
         plan = plan_resources(sweep.resources, nodes)
     except RaysweepError as err:
