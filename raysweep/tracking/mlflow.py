@@ -17,6 +17,17 @@ No duplicates, no loss:
   continues where it was. The first value logged for a step is the one kept (on CPU a resumed run
   reproduces it exactly anyway).
 
+Tracking never blocks the sweep: the Tune hooks only queue the work (a snapshot of the trial and
+its result) for one writer thread of the driver (:class:`TrackingWriter`), which performs the
+MLflow calls in order, so each run still has one writer and the step rule above holds. While the
+tracking server is unreachable the writer keeps the queue and retries with a capped back-off;
+trials keep training. When the sweep ends the queue is drained for at most
+``tracking.drain_timeout_s``; what is still unsent then is listed in ``tracking_pending.json`` in
+the sweep directory, one line says so, and ``raysweep sync SWEEP_DIR``
+(:mod:`raysweep.tracking.sync`) backfills MLflow from the trials' own files. Only opening the
+parent run (``setup``, before any trial starts) is synchronous, so a wrong or dead tracking URI
+still stops the sweep at once with a one-line error.
+
 Statuses (tag ``raysweep.status``): ``running``, ``retrying`` (failed, Tune will retry it),
 ``finished``, ``diverged`` (the loss became non-finite: from the trial's ``final.json``),
 ``early_stopped`` (stopped by the scheduler, e.g. ASHA, or a stopper) and ``error``.
@@ -28,14 +39,19 @@ import io
 import json
 import logging
 import math
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, redirect_stdout
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
+from raysweep.errors import RaysweepError
 from raysweep.names import WITHHELD
 from raysweep.tracking import store
 from raysweep.tracking.results import (
@@ -53,9 +69,7 @@ from raysweep.tracking.results import (
     trial_status,
 )
 from raysweep.tracking.store import (
-    DATASET_TAG,
-    LOSS_TAG,
-    MODEL_TAG,
+    CONFIG_TAGS,
     PARENT_TAG,
     ROLE_SWEEP,
     ROLE_TAG,
@@ -66,17 +80,165 @@ from raysweep.tracking.store import (
     TRIAL_ID_TAG,
     WITHHELD_TAG,
 )
-from raysweep.tune.storage import parent_run_key
+from raysweep.tune.storage import is_uri, local_path, parent_run_key, write_text
 
-__all__ = ["ARTIFACT_FILES", "MlflowTrackingCallback", "flatten_params", "mlflow_callback"]
+__all__ = ["ARTIFACT_FILES", "MlflowTrackingCallback", "TrackingWriter", "flatten_params", "mlflow_callback"]
 
 logger = logging.getLogger(__name__)
 
 _BATCH_METRICS, _BATCH_PARAMS = 1000, 100  # MLflow's log_batch limits
-_CONFIG_TAGS = ((DATASET_TAG, "data.dataset"), (LOSS_TAG, "loss.neural"), (MODEL_TAG, "model.arch"))
 
 ParamsFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 OutputDirsFn = Callable[[Any], Sequence[str | Path]]
+
+#: Default of ``tracking.drain_timeout_s``: how long the end of a sweep waits for queued tracking.
+DRAIN_TIMEOUT_S = 300.0
+#: What the end of a sweep writes into the sweep directory when tracking could not be drained.
+PENDING_FILE = "tracking_pending.json"
+_MAX_BACKOFF_S = 10.0  # longest pause between two tries of a job while the server is down
+_REFUSED_ATTEMPTS = 3  # tries of a job the store refuses (not an outage) before it is dropped
+
+
+@dataclass
+class TrialView:
+    """What the tracking writer needs of a Tune trial, copied when a hook fires: Tune's trial
+    object keeps changing on Tune's thread while the writer works through its queue on its own."""
+
+    trial_id: str
+    name: str
+    config: dict[str, Any]
+    local_path: str | None = None
+    path: str | None = None
+    last_result: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Any = None
+    num_failures: Any = ""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass
+class _Job:
+    what: str
+    trial_id: str
+    fn: Callable[[], Any]
+
+
+class TrackingWriter:
+    """One background thread performing a callback's MLflow calls in the order they were queued.
+
+    A job that fails because the store is unreachable (:func:`raysweep.tracking.store.is_unreachable`)
+    stays at the head of the queue and is tried again after a back-off capped at 10 s, so per-run
+    order is kept and nothing is skipped; one line says when an outage starts and ends. A job the
+    store refuses is tried three times, then logged, counted (`on_error`) and dropped, so one bad
+    request cannot hold back the rest. Jobs must be safe to repeat after a failure part-way
+    (the callback's are: runs are found by their tags before one is created, metrics carry the
+    timestamp they were queued with, so a repeated write is the same row).
+    """
+
+    def __init__(self, uri: str, on_error: Callable[[], None], max_backoff_s: float = _MAX_BACKOFF_S) -> None:
+        self.uri = uri
+        self._on_error = on_error
+        self._max_backoff_s = max_backoff_s
+        self._queue: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._abandoned = False
+        self._outage_since: float | None = None
+        self._thread = threading.Thread(target=self._loop, name="raysweep-tracking-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, what: str, trial_id: str, fn: Callable[[], Any]) -> None:
+        """Queue `fn` (one MLflow update of trial `trial_id`, described by `what`); never blocks."""
+        with self._cond:
+            self._queue.append(_Job(what, trial_id, fn))
+            self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        """Jobs queued or in progress."""
+        with self._cond:
+            return len(self._queue)
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether the last try found the store unreachable."""
+        return self._outage_since is not None
+
+    def drain(self, timeout_s: float) -> list[_Job]:
+        """Wait up to `timeout_s` for every queued job, then stop the thread; returns the jobs not
+        done (empty when all went through)."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            while self._queue and (remaining := deadline - time.monotonic()) > 0:
+                self._cond.wait(remaining)
+            left = list(self._queue)
+            self._abandoned = True
+            self._cond.notify_all()
+        # A job in flight may wait on a request timeout; the thread is a daemon and stops after it.
+        self._thread.join(timeout=2.0 if left else 60.0)
+        return left
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if self._abandoned or not self._queue:
+                    return
+                job = self._queue[0]
+            done = self._run(job)
+            with self._cond:
+                if not done:
+                    return
+                if self._queue and self._queue[0] is job:
+                    self._queue.popleft()
+                self._cond.notify_all()
+
+    def _run(self, job: _Job) -> bool:
+        """Do `job`, retrying as the class docstring says; False when the writer was stopped first."""
+        outages = refusals = 0
+        while True:
+            try:
+                job.fn()
+            except Exception as err:  # noqa: BLE001 - tracking never raises into the sweep
+                if store.is_unreachable(err):
+                    self._note_outage(err)
+                    delay = min(self._max_backoff_s, 0.5 * 2 ** min(outages, 8))
+                    outages += 1
+                else:
+                    refusals += 1
+                    if refusals >= _REFUSED_ATTEMPTS:
+                        self._on_error()
+                        logger.error("raysweep tracking: %s of trial %s failed: %s", job.what, job.trial_id, err,
+                                     exc_info=err)
+                        return True
+                    delay = 0.2 * refusals
+                with self._cond:
+                    if self._abandoned:
+                        return False
+                    self._cond.wait(delay)
+                    if self._abandoned:
+                        return False
+                continue
+            self._note_back()
+            return True
+
+    def _note_outage(self, err: BaseException) -> None:
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+            print(f"raysweep: tracking at {self.uri} unreachable ({reason}); trials keep running, "
+                  f"{self.pending} updates queued and retried", file=sys.stderr, flush=True)
+
+    def _note_back(self) -> None:
+        if self._outage_since is not None:
+            print(f"raysweep: tracking at {self.uri} answers again after "
+                  f"{time.monotonic() - self._outage_since:.0f} s; sending {self.pending} queued updates",
+                  file=sys.stderr, flush=True)
+            self._outage_since = None
 
 
 class MlflowTrackingCallback(tune.Callback):
@@ -97,6 +259,9 @@ class MlflowTrackingCallback(tune.Callback):
         output_dirs_fn: maps a trial to folders on the driver that may hold its output files
             (``final.json``, ``config.yaml``, plots), searched before the trial's own folders
             (``trial.local_path``, ``trial.path`` and their ``train/``) and its last checkpoint.
+        drain_timeout_s: how long the end of the sweep waits for queued tracking updates while the
+            store is unreachable before it lists them in ``<storage_path>/tracking_pending.json``
+            for ``raysweep sync`` (``tracking.drain_timeout_s``).
 
     Example::
 
@@ -114,8 +279,12 @@ class MlflowTrackingCallback(tune.Callback):
         params_fn: ParamsFn | None = None,
         sweep_config: Mapping[str, Any] | None = None,
         output_dirs_fn: OutputDirsFn | None = None,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
     ) -> None:
         self.tracking_uri = tracking_uri
+        self.drain_timeout_s = float(drain_timeout_s)
+        self._writer: TrackingWriter | None = None
+        self.pending_file: str | None = None  # set when the end of the sweep could not send everything
         self.output_dirs_fn = output_dirs_fn
         self.experiment = experiment
         self.sweep_name = sweep_name
@@ -132,6 +301,7 @@ class MlflowTrackingCallback(tune.Callback):
         self._params_tried: set[str] = set()  # child run ids whose params were logged once
         self._params_full: set[str] = set()  # ... and those logged from the trial's config.yaml
         self.errors = 0  # tracking writes that failed (logged, never raised into the sweep)
+        self.unsent = 0  # updates still queued when the sweep ended (listed in the pending file)
 
     # ------------------------------------------------------------------ pickling and state
     # No get_state/set_state: MLflow itself is the state. A restored driver finds the parent and
@@ -142,7 +312,7 @@ class MlflowTrackingCallback(tune.Callback):
         # Tune pickles the run config (callbacks included) for Tuner.restore; a client is not
         # picklable, and cached ids are dropped so the restored copy looks them up afresh.
         state = dict(self.__dict__)
-        state.update(_client=None, experiment_id=None, parent_run_id=None, _runs={}, _last_step={},
+        state.update(_client=None, _writer=None, experiment_id=None, parent_run_id=None, _runs={}, _last_step={},
                      _stopped=set(), _params_tried=set(), _params_full=set(), _withheld_tagged={})
         return state
 
@@ -156,8 +326,53 @@ class MlflowTrackingCallback(tune.Callback):
 
     def setup(self, **info: Any) -> None:
         """Open the experiment and the sweep's parent run (before any trial starts, so a wrong
-        tracking URI stops the sweep at once with a one-line error)."""
-        self._ensure_parent()
+        tracking URI stops the sweep at once with a one-line error), then start the writer."""
+        store.use_driver_http_defaults()
+        try:
+            self._ensure_parent()
+        except RaysweepError:
+            raise
+        except Exception as err:
+            if store.is_unreachable(err):
+                raise RaysweepError(store.unreachable_message(self.tracking_uri, err)) from None
+            raise
+        self._writer_thread()
+
+    def _writer_thread(self) -> TrackingWriter:
+        if self._writer is None:
+            self._writer = TrackingWriter(self.tracking_uri, self._count_error)
+        return self._writer
+
+    def _count_error(self) -> None:
+        self.errors += 1
+
+    def _submit(self, what: str, trial: Any, fn: Callable[[TrialView], Any]) -> None:
+        """Queue `fn` on a snapshot of `trial` for the writer; a failure here is logged, never raised."""
+        try:
+            view = self.view(trial)
+        except Exception:  # noqa: BLE001 - a tracking failure must not kill the sweep's trials
+            self.errors += 1
+            logger.exception("raysweep tracking: %s of trial %s not queued", what, getattr(trial, "trial_id", trial))
+            return
+        self._writer_thread().submit(what, view.trial_id, lambda: fn(view))
+
+    def view(self, trial: Any) -> TrialView:
+        """The :class:`TrialView` of a Tune trial now."""
+        if isinstance(trial, TrialView):
+            return trial
+
+        def attribute(name: str) -> Any:
+            try:
+                return getattr(trial, name)
+            except Exception:  # noqa: BLE001 - Tune raises when a trial has no storage yet
+                return None
+
+        return TrialView(
+            trial_id=str(trial.trial_id), name=str(trial), config=dict(attribute("config") or {}),
+            local_path=attribute("local_path"), path=attribute("path"),
+            last_result=dict(attribute("last_result") or {}), checkpoint=attribute("checkpoint"),
+            num_failures=attribute("num_failures"),
+        )
 
     def _ensure_parent(self) -> str:
         if self.parent_run_id is not None and self.experiment_id is not None:
@@ -175,20 +390,12 @@ class MlflowTrackingCallback(tune.Callback):
         else:
             self.client.update_run(parent.info.run_id, status="RUNNING")
             self.client.set_tag(parent.info.run_id, STATUS_TAG, "running")
+            if self.sweep_config is not None:  # `raysweep extend` grew the sweep: the parent shows it as it is now
+                self.client.log_dict(parent.info.run_id, self.sweep_config, "sweep.yaml")
         self.parent_run_id = parent.info.run_id
         return self.parent_run_id
 
     # ------------------------------------------------------------------ child runs
-    @contextmanager
-    def _guard(self, what: str, trial: Any) -> Iterator[None]:
-        # A tracking failure must not kill hundreds of GPU trials: MLflow's HTTP client already
-        # retries with back-off; what still fails is logged loudly and counted on the parent run.
-        try:
-            yield
-        except Exception:  # noqa: BLE001
-            self.errors += 1
-            logger.exception("raysweep tracking: %s of trial %s failed", what, getattr(trial, "trial_id", trial))
-
     def run_id_for(self, trial: Any) -> str:
         """The child run of `trial`: cached, else found by its trial-id tag, else created."""
         trial_id = trial.trial_id
@@ -233,7 +440,7 @@ class MlflowTrackingCallback(tune.Callback):
         missing = [Param(k, param_text(v)) for k, v in params.items() if k not in run.data.params]
         for start in range(0, len(missing), _BATCH_PARAMS):
             self.client.log_batch(run_id, params=missing[start : start + _BATCH_PARAMS])
-        for tag, key in _CONFIG_TAGS:
+        for tag, key in CONFIG_TAGS:
             if not run.data.tags.get(tag) and params.get(key) is not None:
                 self.client.set_tag(run_id, tag, str(params[key]))
         self._params_tried.add(run_id)
@@ -241,6 +448,7 @@ class MlflowTrackingCallback(tune.Callback):
             self._params_full.add(run_id)
 
     def _extra_dirs(self, trial: Any) -> list[str | Path]:
+        # Called on the writer thread: the hook may fetch files (e.g. from object storage).
         if self.output_dirs_fn is None:
             return []
         try:
@@ -255,24 +463,24 @@ class MlflowTrackingCallback(tune.Callback):
         self.client.set_tag(run_id, STATUS_TAG, "running")
 
     # ------------------------------------------------------------------ Tune hooks
+    # Each hook only queues its work (module docstring); the writer thread does it in order.
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Create (or continue) the trial's child run and tag it running."""
-        with self._guard("start", trial):
-            self._open(trial)
+        self._submit("start", trial, self._open)
 
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """A trial restored from a checkpoint continues its child run."""
-        with self._guard("restore", trial):
-            self._open(trial)
+        self._submit("restore", trial, self._open)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         """Log every numeric metric of one validation at ``step=`` its training step (one
         ``log_batch`` call); steps already logged for the run are skipped (module docstring)."""
-        with self._guard("result", trial):
-            self.log_result(trial, result)
+        snapshot, queued_ms = dict(result), int(time.time() * 1000)
+        self._submit("result", trial, lambda view: self.log_result(view, snapshot, queued_ms))
 
-    def log_result(self, trial: Any, result: Mapping[str, Any]) -> bool:
-        """Log one result; returns False when its step was logged before and it was skipped."""
+    def log_result(self, trial: Any, result: Mapping[str, Any], timestamp_ms: int | None = None) -> bool:
+        """Log one result (with `timestamp_ms`, when it was reported; default now); returns False
+        when its step was logged before and it was skipped."""
         from mlflow.entities import Metric
 
         run_id = self.run_id_for(trial)
@@ -286,7 +494,7 @@ class MlflowTrackingCallback(tune.Callback):
         if step <= self._last_step.get(run_id, -math.inf):
             logger.debug("trial %s: step %d already logged; skipped", trial.trial_id, step)
             return False
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         values = numeric_metrics(result)
         values["step"] = float(step)
         metrics = [Metric(key, value, now, step) for key, value in values.items()]
@@ -304,43 +512,71 @@ class MlflowTrackingCallback(tune.Callback):
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """The trial failed and Tune will retry it: tag ``retrying`` and the failure count."""
-        with self._guard("recover", trial):
-            run_id = self.run_id_for(trial)
-            self.client.set_tag(run_id, STATUS_TAG, "retrying")
-            self.client.set_tag(run_id, "raysweep.failures", str(getattr(trial, "num_failures", "")))
+        self._submit("recover", trial, self._recover)
+
+    def _recover(self, trial: TrialView) -> None:
+        run_id = self.run_id_for(trial)
+        self.client.set_tag(run_id, STATUS_TAG, "retrying")
+        self.client.set_tag(run_id, "raysweep.failures", str(trial.num_failures if trial.num_failures is not None else ""))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Finished, diverged or stopped early: status tag, artifacts, run terminated."""
-        with self._guard("complete", trial):
-            self._close(trial, error=False)
+        self._submit("complete", trial, lambda view: self._close(view, error=False))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Failed for good (retries exhausted): status ``error``, artifacts and Tune's error.txt."""
-        with self._guard("error", trial):
-            self._close(trial, error=True)
+        self._submit("error", trial, lambda view: self._close(view, error=True))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Close the parent run with a count of trials per status."""
-        with self._guard("experiment end", "sweep"):
-            if self.parent_run_id is None:
-                return
-            children = store.search_all(
-                self.client, [self.experiment_id], f"tags.`{PARENT_TAG}` = {store.quote(self.parent_run_id)}"
-            )
-            counts: dict[str, int] = {}
-            for run in children:
-                status = run.data.tags.get(STATUS_TAG, "unknown")
-                counts[status] = counts.get(status, 0) + 1
-            # Counts of an earlier run of this sweep (before a resume) that no longer apply go.
-            for key in self.client.get_run(self.parent_run_id).data.tags:
-                if key.startswith("raysweep.trials.") and key.removeprefix("raysweep.trials.") not in counts:
-                    self.client.delete_tag(self.parent_run_id, key)
-            for status, count in counts.items():
-                self.client.set_tag(self.parent_run_id, f"raysweep.trials.{status}", str(count))
-            self.client.set_tag(self.parent_run_id, "raysweep.trials", str(len(children)))
-            self.client.set_tag(self.parent_run_id, "raysweep.tracking_errors", str(self.errors))
-            self.client.set_tag(self.parent_run_id, STATUS_TAG, "finished")
-            self._terminate(self.parent_run_id, "FINISHED")
+        """Close the parent run with a count of trials per status, after every queued update; if
+        the store stays unreachable for ``drain_timeout_s``, list what is unsent (module docstring)."""
+        writer = self._writer_thread()
+        writer.submit("experiment end", "sweep", self._close_parent)
+        left = writer.drain(self.drain_timeout_s)
+        self._writer = None
+        if left:
+            self.unsent = len(left)
+            self._record_unsent(left)
+
+    def _close_parent(self) -> None:
+        if self.parent_run_id is None:
+            return
+        children = store.search_all(
+            self.client, [self.experiment_id], f"tags.`{PARENT_TAG}` = {store.quote(self.parent_run_id)}"
+        )
+        counts: dict[str, int] = {}
+        for run in children:
+            status = run.data.tags.get(STATUS_TAG, "unknown")
+            counts[status] = counts.get(status, 0) + 1
+        # Counts of an earlier run of this sweep (before a resume) that no longer apply go.
+        for key in self.client.get_run(self.parent_run_id).data.tags:
+            if key.startswith("raysweep.trials.") and key.removeprefix("raysweep.trials.") not in counts:
+                self.client.delete_tag(self.parent_run_id, key)
+        for status, count in counts.items():
+            self.client.set_tag(self.parent_run_id, f"raysweep.trials.{status}", str(count))
+        self.client.set_tag(self.parent_run_id, "raysweep.trials", str(len(children)))
+        self.client.set_tag(self.parent_run_id, "raysweep.tracking_errors", str(self.errors))
+        self.client.set_tag(self.parent_run_id, STATUS_TAG, "finished")
+        self._terminate(self.parent_run_id, "FINISHED")
+
+    def _record_unsent(self, left: list[_Job]) -> None:
+        """Write the pending file (what could not be sent, by trial) and say so in one line."""
+        by_trial: dict[str, list[str]] = {}
+        for job in left:
+            by_trial.setdefault(job.trial_id, []).append(job.what)
+        path = f"{self.storage_path.rstrip('/')}/{PENDING_FILE}"
+        record = {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "sweep": self.sweep_name,
+                  "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unsent": by_trial}
+        sweep_dir = self.storage_path if is_uri(self.storage_path) else str(local_path(self.storage_path))
+        try:
+            write_text(path, json.dumps(record, indent=1) + "\n")
+            self.pending_file = path
+            where = f"listed in {path}"
+        except OSError as err:
+            where = f"could not list them in {path}: {err}"
+        print(f"raysweep: tracking at {self.tracking_uri} still unreachable after {self.drain_timeout_s:g} s: "
+              f"{len(left)} updates of {len(by_trial)} trials not sent ({where}); the trials' files hold them: "
+              f"run `raysweep sync {sweep_dir}` once it answers", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ ending a trial
     def _close(self, trial: Any, error: bool) -> None:
@@ -355,7 +591,8 @@ class MlflowTrackingCallback(tune.Callback):
             else:
                 params = {**self._params(trial), **read_yaml_params(found.get("config.yaml"))}
                 status = trial_status(
-                    read_json(found.get("final.json")), trial.last_result or {}, params, run_id in self._stopped
+                    read_json(found.get("final.json")), getattr(trial, "last_result", None) or {}, params,
+                    run_id in self._stopped,
                 )
         self.client.set_tag(run_id, STATUS_TAG, status)
         self._terminate(run_id, MLFLOW_STATUS[status])
@@ -375,6 +612,7 @@ def mlflow_callback(
     params_fn: ParamsFn | None = None,
     sweep_config: Mapping[str, Any] | None = None,
     output_dirs_fn: OutputDirsFn | None = None,
+    drain_timeout_s: float = DRAIN_TIMEOUT_S,
 ) -> MlflowTrackingCallback:
     """The callback the sweep runner adds to ``RunConfig(callbacks=...)``.
 
@@ -388,9 +626,10 @@ def mlflow_callback(
         params_fn: see :class:`MlflowTrackingCallback`.
         sweep_config: see :class:`MlflowTrackingCallback`.
         output_dirs_fn: see :class:`MlflowTrackingCallback`.
+        drain_timeout_s: see :class:`MlflowTrackingCallback` (``tracking.drain_timeout_s``).
     """
     uri = store.tracking_uri_for(storage_dir, tracking_uri)
     return MlflowTrackingCallback(
-        uri, experiment or sweep_name, sweep_name, parent_run_key(storage_dir, sweep_name), params_fn=params_fn, sweep_config=sweep_config,
-        output_dirs_fn=output_dirs_fn,
+        uri, experiment or sweep_name, sweep_name, parent_run_key(storage_dir, sweep_name), params_fn=params_fn,
+        sweep_config=sweep_config, output_dirs_fn=output_dirs_fn, drain_timeout_s=drain_timeout_s,
     )

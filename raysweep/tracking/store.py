@@ -45,6 +45,8 @@ MODEL_TAG = "raysweep.model"
 WITHHELD_TAG = "raysweep.withheld"
 ROLE_SWEEP = "sweep"
 ROLE_TRIAL = "trial"
+#: Tags of a child run set from its params: (tag, dotted trial key).
+CONFIG_TAGS = ((DATASET_TAG, "data.dataset"), (LOSS_TAG, "loss.neural"), (MODEL_TAG, "model.arch"))
 
 #: MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training runs.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -167,10 +169,61 @@ def get_or_create_experiment(client: MlflowClient, name: str, attempts: int = 8)
             location = f"{root}/{_slug(name)}" if root else None
             return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
         except (MlflowException, OperationalError) as err:
+            if is_unreachable(err) and not isinstance(err, OperationalError):
+                raise RaysweepError(unreachable_message(uri, err)) from None
             last = err
             logger.debug("experiment %r: attempt %d failed (%s); retrying", name, attempt + 1, err)
             time.sleep(0.05 * 2**attempt)
     raise RaysweepError(f"tracking.experiment {name!r}: could not open or create it in {uri}: {last}")
+
+
+#: MLflow's HTTP client retries a failed request 7 times with a back-off of about 4 minutes in all
+#: (``MLFLOW_HTTP_REQUEST_*``), which is right for one script but not for a sweep driver: raysweep's
+#: tracking writer retries by itself, for as long as the server is down, and a dead URI given at
+#: the start must fail in seconds. These are the driver's defaults; a value in the environment wins.
+HTTP_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def use_driver_http_defaults() -> None:
+    """Apply :data:`HTTP_CLIENT_DEFAULTS` to this process (variables already set are kept)."""
+    for key, value in HTTP_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def is_unreachable(err: BaseException) -> bool:
+    """Whether `err` means the tracking store could not be reached (connection refused or reset,
+    a timeout, a gateway's 502/503/504 after the client's retries, a locked SQLite file), as
+    opposed to a request the store refused: the first kind is worth retrying until it answers."""
+    import requests
+    from sqlalchemy.exc import OperationalError
+
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, requests.exceptions.ConnectionError | requests.exceptions.Timeout
+                      | ConnectionError | TimeoutError):
+            return True
+        if isinstance(current, OperationalError) and "locked" in str(current):
+            return True
+        text = str(current)
+        if "failed with exception" in text and ("Max retries exceeded" in text or "Connection" in text):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def unreachable_message(uri: str, err: BaseException) -> str:
+    """One line for a tracking store that does not answer at all."""
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if len(reason) > 160:
+        reason = reason[:157] + "..."
+    return (f"tracking.uri {uri}: no MLflow tracking server answers there ({reason}): start it (mlflow server "
+            "--host ... --port ...) or fix tracking.uri")
 
 
 def find_experiment(client: MlflowClient, name: str) -> str:

@@ -1,0 +1,429 @@
+"""``raysweep sync SWEEP_DIR``: backfill a sweep's MLflow runs from the trials' own files.
+
+The tracking callback (:mod:`raysweep.tracking.mlflow`) buffers what it cannot send while the
+tracking server is down and replays it when the server is back; if the sweep ends first and the
+server stays down past ``tracking.drain_timeout_s``, the rest is listed in
+``<sweep dir>/tracking_pending.json``. Nothing is lost even then, because every trial keeps its own
+record on disk (or in the bucket), and this command writes MLflow from it:
+
+- Tune's ``result.json`` in the trial's folder (every reported result, exactly what the callback
+  logs) and the loop's ``metrics.jsonl`` for every validation ``result.json`` lacks (one reported
+  just before a killed driver could record it): a step not logged yet for the run is logged with
+  all its metrics, at the result's own timestamp;
+- Tune's ``params.json`` and the loop's ``config.yaml``: params the run does not have yet;
+- the loop's output files (:data:`raysweep.tracking.results.ARTIFACT_FILES`) and Tune's
+  ``error.txt``: artifacts the run does not have yet, for trials that ended;
+- Tune's experiment state (``experiment_state-*.json``): a trial that ended but whose run is
+  still ``running`` gets the status the callback would have given it and is terminated; the
+  parent run gets its per-status counts and is closed when every trial has ended.
+
+Runs are found by their tags exactly as the callback finds them (:mod:`raysweep.tracking.store`:
+the parent by sweep name and sweep directory, a child by trial id under the parent), so a run is
+created only for a trial MLflow never saw. Everything is compared with what MLflow holds and only
+what is missing is written: a second ``sync`` changes nothing, and a sync of a sweep whose
+tracking never failed changes nothing either.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raysweep.errors import RaysweepError
+from raysweep.names import WITHHELD
+from raysweep.tracking import store
+from raysweep.tracking.results import (
+    ARTIFACT_FILES,
+    MLFLOW_STATUS,
+    OUTPUT_SUBDIRS,
+    find_files,
+    numeric_metrics,
+    param_text,
+    read_json,
+    read_yaml_params,
+    result_step,
+    trial_status,
+)
+from raysweep.tracking.store import (
+    CONFIG_TAGS,
+    PARENT_TAG,
+    ROLE_SWEEP,
+    ROLE_TAG,
+    ROLE_TRIAL,
+    STATUS_TAG,
+    STORAGE_TAG,
+    SWEEP_TAG,
+    TRIAL_ID_TAG,
+    WITHHELD_TAG,
+)
+from raysweep.tune import storage
+
+#: Tune's per-trial files the backfill reads.
+TUNE_RESULTS = "result.json"
+TUNE_PARAMS = "params.json"
+TUNE_ERROR = "error.txt"
+PENDING_FILE = "tracking_pending.json"  # as raysweep.tracking.mlflow.PENDING_FILE (that module imports Ray)
+_ENDED = {"TERMINATED": False, "ERROR": True}  # Tune trial status -> ended in error
+_RUNNING_TAGS = ("", "running", "retrying", "unknown")
+_BATCH_METRICS, _BATCH_PARAMS = 1000, 100  # MLflow's log_batch limits
+
+
+@dataclass
+class TrialRecord:
+    """What a trial left in the sweep directory."""
+
+    trial_id: str
+    params: dict[str, Any]  # flat dotted trial params (Tune config through flat_trial_params, then config.yaml)
+    results: list[dict[str, Any]]  # reported results, in order
+    folders: list[Path]  # local folders that hold its output files
+    tune_status: str | None  # TERMINATED, ERROR, RUNNING, PENDING... (None: no experiment state names it)
+
+
+@dataclass
+class SyncReport:
+    """What one ``sync`` wrote."""
+
+    sweep_dir: str
+    tracking_uri: str
+    experiment: str
+    trials: int = 0
+    runs_created: int = 0
+    steps: int = 0
+    params: int = 0
+    artifacts: int = 0
+    statuses: int = 0
+    tags: int = 0
+    pending_removed: bool = False
+    not_ended: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return any((self.runs_created, self.steps, self.params, self.artifacts, self.statuses, self.tags))
+
+    def line(self) -> str:
+        head = f"raysweep sync: {self.sweep_dir} -> {self.tracking_uri} (experiment {self.experiment}), {self.trials} trials"
+        if not self.changed:
+            body = "already complete, nothing written"
+        else:
+            body = (f"created {self.runs_created} runs, logged {self.steps} steps, {self.params} params, "
+                    f"{self.artifacts} artifacts, set {self.statuses} statuses and {self.tags} tags")
+        tail = f"; {len(self.not_ended)} trials have not ended (resume the sweep)" if self.not_ended else ""
+        return f"{head}: {body}{tail}"
+
+
+# ---------------------------------------------------------------------------- reading the sweep
+def _read(path: str) -> str | None:
+    try:
+        return storage.read_text(path)
+    except OSError:
+        return None
+
+
+def list_dir(sweep_dir: str) -> list[tuple[str, bool]]:
+    """(name, is a folder) of every entry directly in `sweep_dir`."""
+    if not storage.is_uri(sweep_dir):
+        folder = storage.local_path(sweep_dir)
+        return [(p.name, p.is_dir()) for p in sorted(folder.iterdir())] if folder.is_dir() else []
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(sweep_dir)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True))
+    return sorted((info.base_name, info.type == pyarrow.fs.FileType.Directory) for info in infos)
+
+
+def _json_lines(text: str | None) -> list[dict[str, Any]]:
+    rows = []
+    for line in (text or "").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line being written when the sweep stopped
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def tune_statuses(sweep_dir: str, entries: list[tuple[str, bool]]) -> dict[str, str]:
+    """Trial id -> status from every Tune experiment state in the sweep directory, older files
+    first (an extended sweep has one per Tune experiment run in it; the newest word wins)."""
+    statuses: dict[str, str] = {}
+    for name, is_dir in entries:
+        if is_dir or not (name.startswith("experiment_state") and name.endswith(".json")):
+            continue
+        try:
+            state = json.loads(_read(f"{sweep_dir}/{name}") or "{}")
+            for trial_json, _ in state.get("trial_data", []):
+                trial = json.loads(trial_json)
+                statuses[str(trial["trial_id"])] = str(trial["status"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return statuses
+
+
+def _flat_params(config: dict[str, Any]) -> dict[str, Any]:
+    from raysweep.tune.space import flat_trial_params
+
+    try:
+        return flat_trial_params(config)
+    except Exception:  # noqa: BLE001 - a config the schema no longer reads still has its config.yaml
+        return {}
+
+
+def _output_folders(sweep_dir: str, sweep_name: str, trial_id: str) -> list[Path]:
+    """Local folders holding the trial's output files (fetched from object storage when needed)."""
+    trial_dir = storage.trial_dir(sweep_dir, trial_id)
+    if not storage.is_uri(sweep_dir):
+        base = storage.local_path(trial_dir)
+        return [base / sub if sub else base for sub in OUTPUT_SUBDIRS if (base / sub).is_dir()]
+    local = storage.driver_outputs_dir(sweep_name, trial_id)
+    storage.download_outputs(f"{trial_dir}/{storage.TRIAL_OUTPUT_DIR}", local)
+    error = _read(f"{trial_dir}/{TUNE_ERROR}")
+    if error is not None:
+        (local / TUNE_ERROR).write_text(error)
+    return [local]
+
+
+def _with_loop_validations(results: list[dict[str, Any]], metrics_file: Path) -> list[dict[str, Any]]:
+    """Tune's results plus every validation of the loop's ``metrics.jsonl`` whose step they lack.
+
+    A validation the trial reported (and so checkpointed) just before its driver was killed reaches
+    neither MLflow nor Tune's ``result.json``, and a trial continuing from that checkpoint does not
+    report it again: the loop's own log is then its only record. Such rows carry the file's
+    modification time as their timestamp when they have none of their own.
+    """
+    seen = {result_step(r) for r in results}
+    stamp = metrics_file.stat().st_mtime
+    extra = []
+    for row in _json_lines(metrics_file.read_text()):
+        if "step" in row and result_step(row) not in seen:
+            seen.add(result_step(row))
+            extra.append({"timestamp": stamp, **row})
+    return results + extra
+
+
+def read_trials(sweep_dir: str, sweep_name: str) -> list[TrialRecord]:
+    """Every trial folder of the sweep directory (one holding Tune's ``params.json``)."""
+    entries = list_dir(sweep_dir)
+    statuses = tune_statuses(sweep_dir, entries)
+    records = []
+    for name, is_dir in entries:
+        if not is_dir:
+            continue
+        trial_dir = storage.trial_dir(sweep_dir, name)
+        params_text = _read(f"{trial_dir}/{TUNE_PARAMS}")
+        if params_text is None:
+            continue
+        try:
+            config = json.loads(params_text)
+        except ValueError:
+            config = {}
+        folders = _output_folders(sweep_dir, sweep_name, name)
+        found = find_files(folders, ("config.yaml", "metrics.jsonl"))
+        params = {**_flat_params(config if isinstance(config, dict) else {}), **read_yaml_params(found.get("config.yaml"))}
+        results = _json_lines(_read(f"{trial_dir}/{TUNE_RESULTS}"))
+        if "metrics.jsonl" in found:
+            results = _with_loop_validations(results, found["metrics.jsonl"])
+        records.append(TrialRecord(name, params, results, folders, statuses.get(name)))
+    return records
+
+
+# ------------------------------------------------------------------------------- writing MLflow
+class _Syncer:
+    def __init__(self, client: Any, experiment_id: str, report: SyncReport) -> None:
+        self.client = client
+        self.experiment_id = experiment_id
+        self.report = report
+
+    def set_tag(self, run: Any, key: str, value: str) -> None:
+        if run.data.tags.get(key) != value:
+            self.client.set_tag(run.info.run_id, key, value)
+            self.report.tags += 1
+
+    def terminate(self, run_id: str, status: str) -> None:
+        with redirect_stdout(io.StringIO()):  # the client prints "View run" lines for a server
+            self.client.set_terminated(run_id, status)
+
+    def parent(self, sweep_name: str, key: str, sweep_config: dict[str, Any]) -> Any:
+        parent = store.find_parent_run(self.client, self.experiment_id, sweep_name, key)
+        if parent is not None:
+            return parent
+        parent = self.client.create_run(
+            self.experiment_id, run_name=sweep_name,
+            tags={ROLE_TAG: ROLE_SWEEP, SWEEP_TAG: sweep_name, STORAGE_TAG: key, STATUS_TAG: "running"},
+        )
+        self.client.log_dict(parent.info.run_id, sweep_config, "sweep.yaml")
+        self.report.runs_created += 1
+        return self.client.get_run(parent.info.run_id)
+
+    def child(self, existing: dict[str, Any], parent_id: str, sweep_name: str, trial_id: str) -> Any:
+        if trial_id in existing:
+            return existing[trial_id]
+        tags = {PARENT_TAG: parent_id, ROLE_TAG: ROLE_TRIAL, TRIAL_ID_TAG: trial_id, SWEEP_TAG: sweep_name,
+                STATUS_TAG: "running"}
+        run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
+        self.report.runs_created += 1
+        return self.client.get_run(run.info.run_id)
+
+    def params(self, run: Any, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        missing = [Param(k, param_text(v)) for k, v in params.items() if k not in run.data.params]
+        for start in range(0, len(missing), _BATCH_PARAMS):
+            self.client.log_batch(run.info.run_id, params=missing[start : start + _BATCH_PARAMS])
+        self.report.params += len(missing)
+        for tag, key in CONFIG_TAGS:
+            if not run.data.tags.get(tag) and params.get(key) is not None:
+                self.set_tag(run, tag, str(params[key]))
+
+    def metrics(self, run: Any, results: list[dict[str, Any]]) -> None:
+        from mlflow.entities import Metric
+
+        run_id = run.info.run_id
+        logged = {int(m.step) for m in self.client.get_metric_history(run_id, "step")}
+        metrics: list[Any] = []
+        for result in results:
+            step = result_step(result)
+            if step in logged:
+                continue
+            logged.add(step)  # the first result of a step is the one kept, as the callback keeps it
+            stamp = result.get("timestamp")
+            millis = int(float(stamp) * 1000) if isinstance(stamp, int | float) and math.isfinite(stamp) else 0
+            values = numeric_metrics(result)
+            values["step"] = float(step)
+            metrics.extend(Metric(key, value, millis, step) for key, value in values.items())
+            self.report.steps += 1
+        for start in range(0, len(metrics), _BATCH_METRICS):
+            self.client.log_batch(run_id, metrics=metrics[start : start + _BATCH_METRICS])
+        if results:
+            latest = max(results, key=result_step)
+            withheld = latest.get(WITHHELD)
+            if isinstance(withheld, dict) or WITHHELD_TAG in run.data.tags or any(
+                    isinstance(r.get(WITHHELD), dict) for r in results):
+                reasons = withheld if isinstance(withheld, dict) else {}
+                self.set_tag(run, WITHHELD_TAG, json.dumps(reasons, sort_keys=True))
+
+    def artifacts(self, run: Any, folders: list[Path], error: bool) -> None:
+        found = find_files(folders, ARTIFACT_FILES + ((TUNE_ERROR,) if error else ()))
+        present = {Path(info.path).name for info in self.client.list_artifacts(run.info.run_id)}
+        for name, path in found.items():
+            if name not in present:
+                self.client.log_artifact(run.info.run_id, str(path))
+                self.report.artifacts += 1
+
+    def status(self, run: Any, trial: TrialRecord, error: bool) -> None:
+        current = run.data.tags.get(STATUS_TAG, "")
+        if current not in _RUNNING_TAGS and run.info.status != "RUNNING":
+            return  # the callback closed it: its word stands
+        if error:
+            status = "error"
+        else:
+            final = read_json(find_files(trial.folders, ("final.json",)).get("final.json"))
+            last = max(trial.results, key=result_step) if trial.results else {}
+            status = trial_status(final, last, trial.params, stopped_by_tune=final is None)
+        if current != status:
+            self.client.set_tag(run.info.run_id, STATUS_TAG, status)
+        if current != status or run.info.status != MLFLOW_STATUS[status]:
+            self.terminate(run.info.run_id, MLFLOW_STATUS[status])
+            self.report.statuses += 1
+
+    def close_parent(self, parent_id: str) -> None:
+        children = store.search_all(self.client, [self.experiment_id], f"tags.`{PARENT_TAG}` = {store.quote(parent_id)}")
+        counts: dict[str, int] = {}
+        for run in children:
+            status = run.data.tags.get(STATUS_TAG, "unknown")
+            counts[status] = counts.get(status, 0) + 1
+        parent = self.client.get_run(parent_id)
+        for key in parent.data.tags:
+            if key.startswith("raysweep.trials.") and key.removeprefix("raysweep.trials.") not in counts:
+                self.client.delete_tag(parent_id, key)
+                self.report.tags += 1
+        for status, count in counts.items():
+            self.set_tag(parent, f"raysweep.trials.{status}", str(count))
+        self.set_tag(parent, "raysweep.trials", str(len(children)))
+        if parent.data.tags.get(STATUS_TAG) != "finished" or parent.info.status != "FINISHED":
+            self.client.set_tag(parent_id, STATUS_TAG, "finished")
+            self.terminate(parent_id, "FINISHED")
+            self.report.statuses += 1
+
+
+def _remove_pending(sweep_dir: str) -> bool:
+    path = f"{sweep_dir}/{PENDING_FILE}"
+    if not storage.is_uri(sweep_dir):
+        file = storage.local_path(path)
+        if file.is_file():
+            file.unlink()
+            return True
+        return False
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+    if fs.get_file_info(inner).type == pyarrow.fs.FileType.NotFound:
+        return False
+    fs.delete_file(inner)
+    return True
+
+
+def sync_sweep(sweep_dir: str, tracking_uri: str | None = None) -> SyncReport:
+    """Write into MLflow whatever of the sweep in `sweep_dir` it lacks (module docstring).
+
+    Args:
+        sweep_dir: the sweep directory (``<storage>/<name>``, local or object storage).
+        tracking_uri: the store to write (default: the sweep's ``tracking.uri``, else
+            ``<storage>/mlflow.db``, as the sweep used).
+
+    Raises:
+        RaysweepError: not a sweep directory, or a store that does not answer (run sync again
+            once it does: what was written stays written).
+    """
+    from raysweep.tune.load import load_sweep_dir
+
+    sweep_dir = storage.resolve_sweep_dir(sweep_dir)
+    sweep = load_sweep_dir(sweep_dir)
+    root, name = storage.split_sweep_dir(sweep_dir)
+    uri = store.tracking_uri_for(root, tracking_uri or sweep.tracking.uri)
+    experiment = sweep.tracking.experiment or sweep.name
+    report = SyncReport(sweep_dir=sweep_dir, tracking_uri=uri, experiment=experiment)
+    trials = read_trials(sweep_dir, sweep.name)
+    report.trials = len(trials)
+    store.use_driver_http_defaults()
+    client = store.make_client(uri)
+    try:
+        experiment_id = store.get_or_create_experiment(client, experiment)
+        syncer = _Syncer(client, experiment_id, report)
+        parent = syncer.parent(sweep.name, storage.parent_run_key(root, name), sweep.model_dump(mode="json"))
+        parent_id = parent.info.run_id
+        existing: dict[str, Any] = {}
+        children = store.search_all(client, [experiment_id], f"tags.`{PARENT_TAG}` = {store.quote(parent_id)}")
+        for run in sorted(children, key=lambda r: r.info.start_time):
+            existing.setdefault(run.data.tags.get(TRIAL_ID_TAG, ""), run)
+        for trial in trials:
+            run = syncer.child(existing, parent_id, sweep.name, trial.trial_id)
+            syncer.params(run, trial.params)
+            syncer.metrics(run, trial.results)
+            ended = trial.tune_status in _ENDED or (
+                trial.tune_status is None and "final.json" in find_files(trial.folders, ("final.json",)))
+            if not ended:
+                report.not_ended.append(trial.trial_id)
+                continue
+            error = _ENDED.get(trial.tune_status or "", False)
+            run = client.get_run(run.info.run_id)
+            syncer.artifacts(run, trial.folders, error)
+            syncer.status(run, trial, error)
+        if not report.not_ended:
+            syncer.close_parent(parent_id)
+    except RaysweepError:
+        raise
+    except Exception as err:
+        if store.is_unreachable(err):
+            raise RaysweepError(
+                f"{store.unreachable_message(uri, err)}; what was written stays: run `raysweep sync {sweep_dir}` "
+                "again once it answers") from None
+        raise
+    if not report.not_ended:
+        report.pending_removed = _remove_pending(sweep_dir)
+    return report
