@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from raysweep.errors import RaysweepError
 
@@ -30,8 +32,18 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the product's error format: one line naming the argument and where the help
+    is, exit status 2 (argparse's own prints the whole usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("raysweep").strip()
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_USER_ERROR, f"raysweep: error: {where}{message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raysweep", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="raysweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one VAE from a trial YAML (or a sweep YAML's trial block), no Ray")
@@ -50,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the table as JSON")
 
     _add_sweep_commands(sub)
+
+    p = sub.add_parser("prepare", help="build the prepared image caches (data.cache_dir) a sweep's folder datasets "
+                       "need, ahead of the job, so no trial decodes the images (no Ray)")
+    p.add_argument("sweep", type=Path, help="sweep YAML")
+    _add_set(p)
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes decoding images (default: this machine's CPUs, at most 8; 0: this process)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
     p = sub.add_parser("weights", help="list the pretrained files each loss needs and whether they are present")
     p.add_argument("--weights-dir", type=Path, default=None, help="folder to look in first (as loss.weights_dir)")
@@ -120,17 +140,38 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sweep_dir", help="the sweep directory, STORAGE/NAME (e.g. runs/quickstart)")
     p.add_argument("--address", default=None, help="Ray cluster to join (`auto`: the one this runs on); default: start local Ray")
 
+    p = sub.add_parser("extend", help="grow a finished sweep (more seeds, grid values or cells): runs only the new "
+                       "trials, in the same directory, MLflow parent run and report")
+    p.add_argument("sweep_dir", help="the sweep directory, STORAGE/NAME (e.g. runs/quickstart)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a grown search.seeds, search.grid.KEY or search.cells, e.g. --set search.seeds=[0,1,2,3]")
+    p.add_argument("--address", default=None, help="Ray cluster to join (`auto`: the one this runs on); default: start local Ray")
+
+    p = sub.add_parser("sync", help="backfill MLflow from a sweep's own files (after a tracking outage); only what "
+                       "is missing is written, so a second sync changes nothing")
+    p.add_argument("sweep_dir", help="the sweep directory, STORAGE/NAME (e.g. runs/quickstart)")
+    p.add_argument("--tracking-uri", default=None, help="the store to write (default: the sweep's tracking.uri, "
+                   "else STORAGE/mlflow.db)")
+
 
 # ------------------------------------------------------------------------------------- train
 def _check_out_dir(out: Path, resume: bool) -> Path | None:
     """The checkpoint to resume from, after refusing to clobber an existing run."""
-    from raysweep.train.checkpoint import latest_checkpoint
+    from raysweep.train.checkpoint import latest_checkpoint, latest_good_checkpoint
 
     latest = latest_checkpoint(out / "checkpoints")
     if resume:
         if latest is None:
             raise RaysweepError(f"--resume: {out}/checkpoints holds no checkpoint: run without --resume to start")
-        return latest
+        good, damaged = latest_good_checkpoint(out / "checkpoints")
+        if good is None:
+            path, problem = damaged[0]
+            raise RaysweepError(f"--resume: {path}: {problem}, and no older checkpoint is intact: start again "
+                                "without --resume in a new --out")
+        for path, problem in damaged:
+            print(f"raysweep: skipping damaged checkpoint {path} ({problem}); resuming from {good.name}",
+                  file=sys.stderr)
+        return good
     if latest is not None or (out / "final.json").exists():
         raise RaysweepError(
             f"--out {out} already holds a run: pass --resume to continue it, or choose another --out"
@@ -139,14 +180,20 @@ def _check_out_dir(out: Path, resume: bool) -> Path | None:
 
 
 def _check_same_config(cfg_dict: dict, out: Path) -> None:
-    from raysweep.config import flatten, read_yaml
+    from raysweep.config import TrialConfig, flatten, read_yaml
 
     saved_file = out / "config.yaml"
     if not saved_file.is_file():
         return
     saved = flatten(read_yaml(saved_file))
     current = flatten(cfg_dict)
-    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    # A key the run's config.yaml lacks was added to raysweep after the run started; at its default
+    # it changes nothing the run did (e.g. data.cache, whose images are bit-identical either way).
+    defaults = TrialConfig().flat()
+    changed = sorted(
+        k for k in set(saved) | set(current)
+        if saved.get(k) != current.get(k) and not (k not in saved and k in defaults and current.get(k) == defaults[k])
+    )
     if changed:
         raise RaysweepError(
             f"--resume: the config differs from the one {out} started with at {', '.join(changed)}: "
@@ -237,6 +284,14 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------- prepare
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from raysweep.data.prepare import prepare_sweep
+
+    prepare_sweep(args.sweep, args.overrides, workers=args.workers, progress=False if args.no_progress else None)
+    return 0
+
+
 # ---------------------------------------------------------------------------- sweeps (Ray Tune)
 def cmd_validate(args: argparse.Namespace) -> int:
     from raysweep.tune.check import validate_sweep
@@ -255,10 +310,14 @@ def _print_outcome(outcome: SweepOutcome) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from raysweep.tune.check import precheck_sweep_file
     from raysweep.tune.load import load_sweep
+
+    # Before importing Ray and torch (seconds): a wrong address or tracking server is reported at once.
+    precheck_sweep_file(args.sweep, args.overrides, name=args.name, address=args.address)
+    sweep = load_sweep(args.sweep, args.overrides, name=args.name)
     from raysweep.tune.run import run_sweep
 
-    sweep = load_sweep(args.sweep, args.overrides, name=args.name)
     return _print_outcome(run_sweep(sweep, storage=args.storage, address=args.address))
 
 
@@ -268,13 +327,29 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _print_outcome(resume_sweep(args.sweep_dir, address=args.address))
 
 
+def cmd_extend(args: argparse.Namespace) -> int:
+    from raysweep.tune.extend import extend_sweep
+
+    outcome = extend_sweep(args.sweep_dir, args.overrides, address=args.address)
+    return 0 if outcome is None else _print_outcome(outcome)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from raysweep.tracking.sync import sync_sweep
+
+    print(sync_sweep(args.sweep_dir, tracking_uri=args.tracking_uri).line())
+    return 0
+
+
 # ------------------------------------------------------------------------------- report, ui
 def cmd_report(args: argparse.Namespace) -> int:
     from raysweep.frontier.report import build_report
     from raysweep.tracking.store import resolve_tracking_uri
+    from raysweep.tune.check import check_tracking_uri
 
     tolerance = _check_tolerance(args.tolerance)
     uri = resolve_tracking_uri(args.tracking_uri, args.storage)
+    check_tracking_uri(uri, "--tracking-uri")
     index = build_report(args.experiment, uri, args.out, ui_url=args.ui_url, log_to_mlflow=not args.no_log,
                          tolerance=tolerance)
     print(f"report: open {index.resolve().as_uri()}")
@@ -286,9 +361,11 @@ def cmd_claims(args: argparse.Namespace) -> int:
     from raysweep.frontier.claims import claims_json, format_claims
     from raysweep.frontier.report import sweep_claims
     from raysweep.tracking.store import resolve_tracking_uri
+    from raysweep.tune.check import check_tracking_uri
 
     tolerance = _check_tolerance(args.tolerance)
     uri = resolve_tracking_uri(args.tracking_uri, args.storage)
+    check_tracking_uri(uri, "--tracking-uri")
     rows = sweep_claims(args.experiment, uri, tolerance)
     print(claims_json(rows) if args.json else format_claims(rows))
     return 0
@@ -302,13 +379,34 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": cmd_train, "toy": cmd_toy, "weights": cmd_weights, "report": cmd_report, "claims": cmd_claims, "ui": cmd_ui,
-    "validate": cmd_validate, "sweep": cmd_sweep, "resume": cmd_resume,
+    "validate": cmd_validate, "sweep": cmd_sweep, "resume": cmd_resume, "extend": cmd_extend, "sync": cmd_sync, "prepare": cmd_prepare,
 }
+
+
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (``kill``, a process manager, a job scheduler) as a normal exit: Python's default
+    action ends the process at once, skipping ``finally`` blocks and atexit handlers, and with
+    them the stop of what the command started (the ``mlflow server`` of ``ui``, the DDP ranks of
+    ``train --workers``, local Ray's shutdown that ``ray.init`` registers). Further SIGTERMs are
+    ignored while that cleanup runs."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _TERMINATED.set()
+    raise SystemExit(EXIT_TERMINATED)
+
+
+# Set once SIGTERM arrived: Ray's compiled wait loop turns the handler's SystemExit into SystemExit(1),
+# so the exit status is decided by this flag, not by the exception's code.
+_TERMINATED = threading.Event()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `raysweep` console script."""
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
     try:
         return COMMANDS[args.command](args)
     except RaysweepError as err:
@@ -317,6 +415,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("raysweep: interrupted", file=sys.stderr)
         return 130
+    except SystemExit:
+        if not _TERMINATED.is_set():
+            raise
+        print("raysweep: terminated", file=sys.stderr)
+        raise SystemExit(EXIT_TERMINATED) from None
+    finally:
+        if in_main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

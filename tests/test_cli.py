@@ -60,6 +60,24 @@ def test_train_quickstart_writes_outputs(tmp_path: Path) -> None:
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+def test_resume_accepts_keys_added_since_at_their_defaults(tmp_path: Path) -> None:
+    """A run whose config.yaml predates a new key (here data.cache and data.cache_dir) resumes when
+    the key is at its default; a key whose value really differs is still refused by name."""
+    import yaml
+
+    out = tmp_path / "run"
+    assert raysweep("train", QUICKSTART, "--out", str(out), *FAST).returncode == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["data"]["cache"], saved["data"]["cache_dir"]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    resumed = raysweep("train", QUICKSTART, "--out", str(out), "--resume", *FAST)
+    assert resumed.returncode == 0, resumed.stderr
+    saved["train"]["seed"] = 12345
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    refused = raysweep("train", QUICKSTART, "--out", str(out), "--resume", *FAST)
+    assert refused.returncode == 2 and "train.seed" in refused.stderr and "data.cache" not in refused.stderr
+
+
 def test_train_with_two_local_workers(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     result = raysweep("train", QUICKSTART, "--out", str(out), "--workers", "2", *FAST)

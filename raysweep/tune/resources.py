@@ -11,6 +11,9 @@ GPUs. The rules:
 - A fraction of a GPU is allowed only with one worker: NCCL cannot share one GPU between the ranks
   of a job. A trial must fit on one node; GPUs on a CPU-only cluster and an accelerator type no
   node has are rejected.
+- ``resources.custom`` (custom Ray node resources, e.g. ``{spot_node: 1}``) is reserved by each
+  worker like its CPUs: trials run only on nodes that have those resources, and a resource no node
+  has is rejected.
 - The maximum concurrency counts, node by node, how many whole trials fit, so concurrent trials
   never wait on each other's placement groups.
 """
@@ -25,7 +28,7 @@ from typing import Any
 
 from raysweep.errors import RaysweepError
 from raysweep.tune.space import ExpandedSweep
-from raysweep.tune.sweep_config import ResourcesConfig
+from raysweep.tune.sweep_config import RAY_BUILTIN_RESOURCES, ResourcesConfig
 
 DRIVER_MEMORY_BYTES = 64 * 1024**2  # what a multi-worker trial's driver reserves (it only waits)
 ACCELERATOR_PREFIX = "accelerator_type:"
@@ -41,6 +44,7 @@ class NodeResources:
     accelerator_types: frozenset[str] = field(default_factory=frozenset)
     name: str = "node"
     count: int = 1
+    custom: dict[str, float] = field(default_factory=dict)  # custom resources (``ray start --resources``)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class ResourcePlan:
     accelerator_type: str | None
     max_concurrent: int
     trials_per_gpu: int | None = None
+    custom: dict[str, float] = field(default_factory=dict)  # per worker (resources.custom)
 
     @property
     def uses_trainer(self) -> bool:
@@ -71,6 +76,7 @@ class ResourcePlan:
         res = {"CPU": float(self.cpus_per_worker)}
         if self.gpus_per_worker > 0:
             res["GPU"] = float(self.gpus_per_worker)
+        res.update((name, float(amount)) for name, amount in self.custom.items())
         return res
 
     def trial_resources(self) -> dict[str, float]:
@@ -83,6 +89,8 @@ class ResourcePlan:
         """Human-readable lines for ``raysweep validate``."""
         gpu = f", {self.gpus_per_worker:g} GPU" if self.gpus_per_worker else ""
         accel = f" on {self.accelerator_type} nodes" if self.accelerator_type else ""
+        if self.custom:
+            accel += " reserving " + ", ".join(f"{amount:g} {name}" for name, amount in self.custom.items()) + " each"
         if self.uses_trainer:
             lines = [
                 f"per trial: {self.workers} DDP workers (Ray Train TorchTrainer){accel}, each {self.cpus_per_worker:g} CPU{gpu}",
@@ -136,8 +144,16 @@ def plan_resources(res: ResourcesConfig, nodes: list[NodeResources]) -> Resource
                 f"resources.accelerator_type {res.accelerator_type}: no node of the cluster has it "
                 f"(accelerator types present: {', '.join(present)}): fix the type or leave it out"
             )
+    for resource in res.custom:
+        eligible = [n for n in eligible if n.custom.get(resource, 0.0) > 0]
+        if not eligible:
+            raise RaysweepError(
+                f"resources.custom.{resource}: no node of the cluster has the resource {resource}: start nodes with "
+                f"`ray start --resources '{{\"{resource}\": N}}'` and join them with --address, or remove it"
+            )
     trial_cpus, trial_gpus = workers * cpw, workers * gpw
-    per_node = [min(_fits(n.cpus, trial_cpus), _fits(n.gpus, trial_gpus)) for n in eligible]
+    per_node = [min(_fits(n.cpus, trial_cpus), _fits(n.gpus, trial_gpus),
+                    *(_fits(n.custom[k], workers * amount) for k, amount in res.custom.items())) for n in eligible]
     if max(per_node) == 0:
         biggest_gpus = max(n.gpus for n in eligible)
         biggest_cpus = max(n.cpus for n in eligible)
@@ -156,7 +172,7 @@ def plan_resources(res: ResourcesConfig, nodes: list[NodeResources]) -> Resource
     trials_per_gpu = _fits(1.0, gpw) if 0 < gpw < 1 else None
     return ResourcePlan(workers=workers, cpus_per_worker=cpw, gpus_per_worker=gpw,
                         accelerator_type=res.accelerator_type, max_concurrent=max_concurrent,
-                        trials_per_gpu=trials_per_gpu)
+                        trials_per_gpu=trials_per_gpu, custom=dict(res.custom))
 
 
 def check_trials_fit(expanded: ExpandedSweep, res: ResourcesConfig) -> None:
@@ -185,13 +201,20 @@ def check_trials_fit(expanded: ExpandedSweep, res: ResourcesConfig) -> None:
 
 
 # ---------------------------------------------------------------------------- cluster views
+def custom_resources(resources: dict[str, float]) -> dict[str, float]:
+    """The custom resources of a node's resource dict: all but Ray's built-in ones (CPU, GPU,
+    memory, object store, accelerator type, node id)."""
+    return {k: float(v) for k, v in resources.items()
+            if k not in RAY_BUILTIN_RESOURCES and not k.startswith((ACCELERATOR_PREFIX, "node:"))}
+
+
 def nodes_from_ray_resources(node_resources: list[dict[str, float]]) -> list[NodeResources]:
     """Nodes from Ray's per-node resource dicts (``ray.nodes()[i]["Resources"]``)."""
     out = []
     for i, res in enumerate(node_resources):
         types = frozenset(k[len(ACCELERATOR_PREFIX):] for k in res if k.startswith(ACCELERATOR_PREFIX))
         out.append(NodeResources(cpus=float(res.get("CPU", 0.0)), gpus=float(res.get("GPU", 0.0)),
-                                 accelerator_types=types, name=f"node{i}"))
+                                 accelerator_types=types, name=f"node{i}", custom=custom_resources(res)))
     return out
 
 
@@ -237,5 +260,6 @@ def nodes_from_cluster_file(path: str | Path) -> list[NodeResources]:
             continue
         accel = frozenset(k[len(ACCELERATOR_PREFIX):] for k in resources if k.startswith(ACCELERATOR_PREFIX))
         nodes.append(NodeResources(cpus=float(resources.get("CPU", 0)), gpus=float(resources.get("GPU", 0)),
-                                   accelerator_types=accel, name=name, count=count))
+                                   accelerator_types=accel, name=name, count=count,
+                                   custom=custom_resources(resources)))
     return nodes

@@ -16,11 +16,16 @@ table are :mod:`raysweep.tune.summary`'s.
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 from typing import Any
 
 from raysweep.errors import RaysweepError
 from raysweep.names import KEY_METRICS
 from raysweep.tune import console, ray_shim
+from raysweep.tune.check import check_sweep_inputs, check_trial_checkpoints, connect_ray
+from raysweep.tune.growth import newest_experiment_cells
 from raysweep.tune.load import dump_sweep, load_sweep_dir
 from raysweep.tune.matched_rate.plan import (
     matched_rate_param_space,
@@ -33,6 +38,9 @@ from raysweep.tune.search import SweepSearcher, build_scheduler
 from raysweep.tune.space import ExpandedSweep, build_param_space, expand_sweep, flat_trial_params
 from raysweep.tune.storage import (
     SWEEP_FILE,
+    check_storage,
+    download_outputs,
+    driver_outputs_dir,
     is_uri,
     optuna_storage_url,
     read_text,
@@ -41,12 +49,12 @@ from raysweep.tune.storage import (
     sweep_dir_for,
     trial_dirname,
     trial_name,
-    trial_scratch_dir,
+    trial_outputs_uri,
     write_text,
 )
 from raysweep.tune.summary import SweepOutcome, summarize
 from raysweep.tune.sweep_config import SweepConfig
-from raysweep.tune.trainable import TrialContext, run_trial
+from raysweep.tune.trainable import TrialContext, placement_group_reaper, run_trial
 
 
 # ---------------------------------------------------------------------------- hooks
@@ -62,15 +70,21 @@ def build_callbacks(sweep: SweepConfig, sweep_dir: str) -> list[Any]:
     root, name = split_sweep_dir(sweep_dir)
     output_dirs_fn = None
     if is_uri(sweep_dir):
-        # With object storage the loop's outputs stay in each node's scratch space (see trainable).
+        # With object storage each trial keeps its loop outputs in <trial dir>/train/ on the bucket
+        # (see trainable): fetched to the driver, which cannot see another node's scratch space.
         def output_dirs_fn(trial: Any) -> list[Any]:
-            return [trial_scratch_dir(sweep.name, trial.trial_id)]
+            uri = trial_outputs_uri(sweep_dir, trial.trial_id)
+            assert uri is not None
+            return [download_outputs(uri, driver_outputs_dir(sweep.name, trial.trial_id))]
 
     return [
         mlflow_callback(
             root, name, tracking_uri=sweep.tracking.uri, experiment=sweep.tracking.experiment,
             params_fn=flat_trial_params, sweep_config=sweep.model_dump(mode="json"), output_dirs_fn=output_dirs_fn,
-        )
+            drain_timeout_s=sweep.tracking.drain_timeout_s,
+        ),
+        # DDP trials: free the worker groups of stopped and failed trials (see trainable).
+        *([placement_group_reaper()] if sweep.resources.workers > 1 else []),
     ]
 
 
@@ -100,11 +114,20 @@ def init_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    if address:
-        ray.init(address=address, logging_level=console.RAY_LOGGING_LEVEL)
-        return
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=console.RAY_LOGGING_LEVEL)
+    # ray.init replaces the SIGTERM handler (its core worker's crash handler aborts the driver, exit
+    # -6, skipping atexit and finally); the handler of the caller (the CLI's clean exit) is put back.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if in_main_thread else None
+    try:
+        if address:
+            # Bounded: an address where no head answers is one line, not Ray's minute-long wait.
+            connect_ray(address, logging_level=console.RAY_LOGGING_LEVEL)
+            return
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=console.RAY_LOGGING_LEVEL)
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
 
 
 def plan_for(sweep: SweepConfig) -> ResourcePlan:
@@ -116,7 +139,9 @@ def plan_for(sweep: SweepConfig) -> ResourcePlan:
 
 
 def _start(sweep: SweepConfig, address: str | None) -> ResourcePlan:
-    """Reject an impossible plan before starting Ray, start (or join) Ray, plan on its nodes."""
+    """Reject an impossible plan, an unreachable tracking server or cluster and a missing data folder
+    before starting Ray, start (or join) Ray, plan on its nodes."""
+    check_sweep_inputs(sweep, address)
     if address is None:
         plan_for(sweep)
     console.quiet_driver()
@@ -160,6 +185,7 @@ def run_sweep(
 
     expanded = expand_sweep(sweep)
     sweep_dir = sweep_dir_for(storage, sweep.name)
+    check_storage(sweep_dir)
     if read_text(f"{sweep_dir}/{SWEEP_FILE}") is not None:
         raise RaysweepError(
             f"{sweep_dir} already holds a sweep: continue it with `raysweep resume {sweep_dir}`, or choose another "
@@ -187,8 +213,10 @@ def run_sweep(
         tune_config = tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=expanded.num_trials,
             trial_dirname_creator=trial_dirname, trial_name_creator=trial_name,
-            # One trial process serves the next trial: no new Python + torch start-up per trial.
-            reuse_actors=True,
+            # One trial process serves the next trial: no new Python + torch start-up per trial. Not
+            # for DDP trials: a stopped one's process still runs its TorchTrainer (Tune cannot stop
+            # that thread), so reusing it fails, and it must end for its worker group to go.
+            reuse_actors=not plan.uses_trainer,
         )
         stop = None
     root, name = split_sweep_dir(sweep_dir)
@@ -211,8 +239,10 @@ def resume_sweep(
     from ray import tune
 
     sweep_dir = resolve_sweep_dir(sweep_dir)
+    check_storage(sweep_dir)
     sweep = load_sweep_dir(sweep_dir)
     expanded = expand_sweep(sweep)
+    check_trial_checkpoints(sweep_dir)
     plan = _start(sweep, address)
     if not tune.Tuner.can_restore(sweep_dir):
         raise RaysweepError(f"{sweep_dir}: no Tune experiment state to resume (the sweep never started?)")
@@ -223,7 +253,30 @@ def resume_sweep(
     ray_shim.set_restored_run_config(
         tuner, [*build_callbacks(sweep, sweep_dir), *console_callbacks, *(callbacks or [])], verbose, reporter)
     print(f"raysweep: resuming sweep {sweep.name} in {sweep_dir}", flush=True)
-    return _finish(tuner.fit(), sweep, expanded, sweep_dir)
+    # A grown sweep's newest experiment runs only the trials `raysweep extend` added (tune.growth).
+    outcome = _finish(tuner.fit(), sweep, newest_experiment_cells(sweep_dir, expanded), sweep_dir)
+    backfill_tracking(sweep_dir)
+    return outcome
+
+
+def backfill_tracking(sweep_dir: str) -> None:
+    """After a resume, write into MLflow what the interrupted driver never sent.
+
+    A validation reported just before the driver was killed is checkpointed but reaches neither
+    MLflow nor Tune's ``result.json``, and the trial continuing from that checkpoint does not report
+    it again; :func:`raysweep.tracking.sync.sync_sweep` logs it from the trial's ``metrics.jsonl``
+    (and writes nothing when MLflow is complete). Tracking that does not answer now is one line, not
+    a failed resume: ``raysweep sync`` does the same later.
+    """
+    from raysweep.tracking.sync import sync_sweep
+
+    try:
+        report = sync_sweep(sweep_dir)
+    except RaysweepError as err:
+        print(f"raysweep: tracking not backfilled after the resume ({err})", file=sys.stderr, flush=True)
+        return
+    if report.changed:
+        print(report.line(), flush=True)
 
 
 def _finish(results: Any, sweep: SweepConfig, expanded: ExpandedSweep, sweep_dir: str) -> SweepOutcome:

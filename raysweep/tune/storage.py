@@ -11,9 +11,14 @@ resolved), so ``file://`` and a plain path give the same sweep directory and the
   per trial (:func:`trial_dir`, named by the Tune trial id). It is also the key of the sweep's
   MLflow parent run (:func:`parent_run_key`, the ``raysweep.storage`` tag), so a resumed sweep
   finds its parent run again.
-- The training loop's outputs go to ``<trial dir>/train/`` on a filesystem, and to a node-local
-  scratch folder when the sweep is on object storage (:func:`trial_output_dir`), from which the
-  MLflow callback logs them.
+- The training loop's outputs go to ``<trial dir>/train/`` on a filesystem. When the sweep is on
+  object storage the loop writes to a node-local scratch folder (:func:`trial_output_dir`) and the
+  trial copies its files up to ``<trial dir>/train/`` in the bucket (:func:`upload_outputs`) with
+  every checkpoint and at its end; a trial retried on another node first copies them down
+  (:func:`download_outputs`), and the MLflow callback on the driver fetches them from there too: on
+  a real cluster the driver never sees another node's scratch.
+- :func:`check_storage` refuses, before Ray or any trial starts, an object storage whose bucket does
+  not exist or whose credentials are refused.
 - Files a sweep on object storage cannot keep beside its results (the Optuna SQLite database, the
   operating points before they are copied) go to its local twin ``./runs/<name>``
   (:func:`local_sweep_dir`).
@@ -125,10 +130,88 @@ def trial_scratch_dir(sweep_name: str, trial_id: str) -> Path:
 
 def trial_output_dir(sweep_dir: str, sweep_name: str, trial_id: str) -> Path:
     """Where the training loop of a trial writes: ``<trial dir>/train`` when the sweep is on a
-    filesystem, else :func:`trial_scratch_dir` (the MLflow callback logs its files from there)."""
+    filesystem, else :func:`trial_scratch_dir` (copied to :func:`trial_outputs_uri` by the trial)."""
     if not is_uri(sweep_dir):
         return Path(trial_dir(sweep_dir.removeprefix(FILE_SCHEME), trial_id)) / TRIAL_OUTPUT_DIR
     return trial_scratch_dir(sweep_name, trial_id)
+
+
+def trial_outputs_uri(sweep_dir: str, trial_id: str) -> str | None:
+    """``<trial dir>/train`` on object storage, where a trial on any node keeps its loop outputs;
+    None when the sweep is on a filesystem (the loop writes there directly)."""
+    if not is_uri(sweep_dir):
+        return None
+    return f"{trial_dir(sweep_dir, trial_id)}/{TRIAL_OUTPUT_DIR}"
+
+
+def driver_outputs_dir(sweep_name: str, trial_id: str) -> Path:
+    """The driver's local copy of a trial's outputs fetched from object storage (distinct from the
+    trial's scratch folder, which on a cluster lives on another node)."""
+    return Path(tempfile.gettempdir()) / "raysweep-driver" / sweep_name / trial_id / TRIAL_OUTPUT_DIR
+
+
+# ------------------------------------------------------------------ object storage
+def check_storage(uri: str) -> None:
+    """Refuse object storage the sweep cannot write to, in one line naming `uri` and the fix: an
+    unknown scheme, a bucket that does not exist, credentials the service refuses. A local path
+    passes (its folders are created as needed)."""
+    if not is_uri(uri):
+        return
+    import pyarrow.fs
+
+    from raysweep.errors import RaysweepError
+
+    try:
+        fs, inner = pyarrow.fs.FileSystem.from_uri(uri)
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, OSError) as err:
+        raise RaysweepError(f"--storage {uri}: pyarrow cannot open it ({err}): use s3://bucket/path, gs://bucket/path "
+                            "or a local folder") from None
+    bucket = inner.split("/", 1)[0]
+    try:
+        info = fs.get_file_info(bucket)
+    except OSError as err:
+        text = str(err)
+        if "ACCESS_DENIED" in text or "403" in text or "InvalidAccessKeyId" in text or "credentials" in text.lower():
+            raise RaysweepError(
+                f"--storage {uri}: the credentials were refused for bucket {bucket}: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / an IAM role; GOOGLE_APPLICATION_CREDENTIALS for gs://) to a "
+                "principal allowed to read and write it"
+            ) from None
+        raise RaysweepError(f"--storage {uri}: cannot reach bucket {bucket} ({text.splitlines()[0]}): check "
+                            "AWS_ENDPOINT_URL / the network, then retry") from None
+    if info.type == pyarrow.fs.FileType.NotFound:
+        raise RaysweepError(f"--storage {uri}: bucket {bucket} does not exist: create it (e.g. `aws s3 mb "
+                            f"s3://{bucket}`) or fix the --storage URI")
+
+
+def upload_outputs(local_dir: Path, uri: str) -> None:
+    """Copy the files directly in `local_dir` (the loop's outputs; its ``checkpoints/`` folder is
+    Tune's to persist) to the folder `uri` on object storage, replacing older copies."""
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(uri)
+    files = [path for path in sorted(Path(local_dir).glob("*")) if path.is_file()] if Path(local_dir).is_dir() else []
+    if not files:
+        return
+    fs.create_dir(inner, recursive=True)
+    for path in files:
+        with fs.open_output_stream(f"{inner}/{path.name}") as handle:
+            handle.write(path.read_bytes())
+
+
+def download_outputs(uri: str, local_dir: Path) -> Path:
+    """Copy the files directly in the object-storage folder `uri` into `local_dir` (created), so
+    a trial continuing on another node, or the driver, reads them; returns `local_dir`."""
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(uri)
+    local_dir = Path(local_dir)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True)):
+        if info.type == pyarrow.fs.FileType.File:
+            with fs.open_input_stream(info.path) as handle:
+                (local_dir / info.base_name).write_bytes(handle.read())
+    return local_dir
 
 
 # -------------------------------------------------------------------------- text I/O

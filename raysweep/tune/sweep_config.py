@@ -46,6 +46,8 @@ from raysweep.config import TRIAL_BLOCKS, StrictModel, flatten, format_validatio
 from raysweep.names import METRICS, is_known_metric
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+#: Resources Ray defines on every node: not allowed under ``resources.custom``.
+RAY_BUILTIN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
 
 #: What an early-stopped matched-rate trial's last rate proves (see ``MatchedRateSearch.stopped_trials``).
 StoppedTrials = Literal["ignore", "rate_rises", "rate_falls"]
@@ -280,6 +282,22 @@ class ResourcesConfig(StrictModel):
     gpus_per_worker: float = Field(0.0, ge=0.0, description="a fraction below 1 only with one worker")
     cpus_per_worker: float = Field(1.0, gt=0.0)
     accelerator_type: str | None = Field(None, description="e.g. A100; trials run only on nodes of that type")
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray node resources each worker reserves (the trial process with one worker), e.g. "
+        "{spot_node: 1}: trials run only on nodes started with them (`ray start --resources`)")
+
+    @field_validator("custom")
+    @classmethod
+    def _custom_names(cls, value: dict[str, float]) -> dict[str, float]:
+        # CPU, GPU and memory have their own keys; Ray's accelerator and node-id resources are Ray's.
+        for name, amount in value.items():
+            if name in RAY_BUILTIN_RESOURCES or name.startswith(("accelerator_type:", "node:")):
+                raise ValueError(f"resources.custom.{name}: a Ray built-in resource; set it with resources."
+                                 "cpus_per_worker, gpus_per_worker or accelerator_type, and keep custom for your own")
+            if not amount > 0:
+                raise ValueError(f"resources.custom.{name}: {amount} must be positive (the amount each worker reserves)")
+        return value
 
 
 class TrackingConfig(StrictModel):
@@ -287,10 +305,13 @@ class TrackingConfig(StrictModel):
 
     uri: str | None = Field(None, description="MLflow tracking URI (default: sqlite:///<storage>/mlflow.db, one store for every sweep under --storage)")
     experiment: str | None = Field(None, description="MLflow experiment (default: the sweep name)")
+    drain_timeout_s: float = Field(
+        300.0, ge=0.0, description="at the end of a sweep, how long to wait for tracking updates queued while the "
+        "tracking server was unreachable; what is still unsent is listed for `raysweep sync`")
 
 
 class FailureConfig(StrictModel):
-    max_failures: int = Field(1, ge=-1, description="retries of a failed trial (and of a DDP worker group); -1 = forever")
+    max_failures: int = Field(1, ge=-1, description="retries of a failed trial, from its newest checkpoint (a DDP trial is retried as a whole, by Tune, with a new worker group); -1 = forever")
 
 
 class CheckpointConfig(StrictModel):

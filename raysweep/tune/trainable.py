@@ -9,6 +9,15 @@
   Train run is stored under the trial's directory with a fixed name, so a retried or resumed
   trial's TorchTrainer continues from the run's newest checkpoint.
 
+A DDP trial's workers sit in a placement group that its TorchTrainer's controller creates and
+removes. A trial that Tune stops (ASHA) or that fails has its process, and with it the controller,
+killed before it can remove the group, and Ray Train's own cleaner only removes it when Ray's State
+API answers (the dashboard runs): without it the group's CPUs stay held and the next trials wait
+forever (the pattern of Ray issue 54305). So rank 0 reports its group's id with every result
+(:data:`PLACEMENT_GROUP_KEY`) and :func:`placement_group_reaper`, a callback in the driver
+(:mod:`raysweep.tune.placement`), removes
+the groups of every trial that ends, fails or is retried.
+
 A run whose loss turns non-finite ends with a last report ``{"diverged": 1, "status":
 "diverged", ...}``: the trial finishes normally (it is recorded, the sweep goes on). Every other
 report carries ``diverged: 0``.
@@ -20,7 +29,10 @@ trial's progress stays below 1: it never counts as converged).
 
 Outputs of the loop (``metrics.jsonl``, ``final.json``, ``config.yaml``, plots) go to
 ``<sweep dir>/<trial id>/train/`` when the sweep is stored on a local or shared filesystem, else to
-a node-local scratch folder (:func:`raysweep.tune.storage.trial_output_dir`).
+a node-local scratch folder (:func:`raysweep.tune.storage.trial_output_dir`) that the trial (rank 0
+of a DDP trial) copies to ``<sweep dir>/<trial id>/train/`` on the object storage with every
+checkpoint and at its end, and copies back down before continuing from a checkpoint (a retry may
+run on another node): the driver reads them from the bucket, never from a worker node's disk.
 """
 
 from __future__ import annotations
@@ -39,6 +51,8 @@ from raysweep.tune.resources import ResourcePlan
 Report = Callable[[dict[str, Any], Any], None]
 
 RAY_TRAIN_RUN_NAME = "ray_train"  # the TorchTrainer run inside a trial's directory
+TRAIN_HEALTH_CHECK_INTERVAL_S = 0.25  # how often a DDP trial's Train controller polls its workers
+PLACEMENT_GROUP_KEY = "placement_group_id"  # a DDP trial's result: its workers' group (hex id; see placement.py)
 # Listed first in every report, so even Tune's default console (RAY_AIR_NEW_OUTPUT=1, which shows
 # the first four metrics) shows the headline ones.
 TABLE_METRICS = KEY_METRICS
@@ -52,7 +66,8 @@ class TrialContext:
         sweep_dir: the sweep's directory (Tune experiment path): a local path or a URI.
         sweep_name: the sweep's name.
         plan: the resource plan.
-        max_failures: retries of a DDP worker group inside a trial.
+        max_failures: retries of a failed trial (Tune's; a DDP trial's worker group is not retried
+            inside the trial, see :func:`_run_torch_trainer`).
         num_to_keep: checkpoints a DDP trial's Train run keeps.
     """
 
@@ -66,6 +81,20 @@ class TrialContext:
 def trial_output_dir(ctx: TrialContext, trial_id: str) -> Path:
     """Where the training loop of trial `trial_id` writes (see :func:`raysweep.tune.storage.trial_output_dir`)."""
     return storage.trial_output_dir(ctx.sweep_dir, ctx.sweep_name, trial_id)
+
+
+def restore_outputs(out_dir: Path, outputs_uri: str | None) -> None:
+    """Before continuing from a checkpoint: the outputs kept on object storage (`outputs_uri`,
+    None for a filesystem sweep) copied into the scratch folder, so the loop's ``metrics.jsonl``
+    continues the trial's history even when this attempt runs on another node."""
+    if outputs_uri is not None:
+        storage.download_outputs(outputs_uri, out_dir)
+
+
+def keep_outputs(out_dir: Path, outputs_uri: str | None) -> None:
+    """Copy the loop's outputs to object storage (`outputs_uri`; nothing for a filesystem sweep)."""
+    if outputs_uri is not None:
+        storage.upload_outputs(out_dir, outputs_uri)
 
 
 def order_metrics(metrics: dict[str, Any], diverged: int = 0) -> dict[str, Any]:
@@ -145,6 +174,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         _run_torch_trainer(cfg.to_dict(), out_dir, ctx, trial_id, target)
         return
     _set_threads(ctx.plan.cpus_per_worker)
+    outputs_uri = storage.trial_outputs_uri(ctx.sweep_dir, trial_id)
 
     def emit(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         if checkpoint_dir is None:
@@ -153,14 +183,16 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
         # Tune has copied the checkpoint into the trial's storage; the loop's copy is redundant.
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        keep_outputs(out_dir, outputs_uri)
 
     send = wrap_report(emit, target, cfg)
-    final = _train_in_process(cfg, out_dir, send)
+    final = _train_in_process(cfg, out_dir, send, outputs_uri)
+    keep_outputs(out_dir, outputs_uri)
     if final["status"] == "diverged":
         send(diverged_report(final), None)
 
 
-def _train_in_process(cfg: Any, out_dir: Path, send: Report) -> dict[str, Any]:
+def _train_in_process(cfg: Any, out_dir: Path, send: Report, outputs_uri: str | None = None) -> dict[str, Any]:
     from ray import tune
 
     from raysweep.train.loop import train
@@ -172,6 +204,7 @@ def _train_in_process(cfg: Any, out_dir: Path, send: Report) -> dict[str, Any]:
     if checkpoint is None:
         clear_previous_attempt(out_dir)
         return train(cfg, out_dir, report=report, progress=False)
+    restore_outputs(out_dir, outputs_uri)
     with checkpoint.as_directory() as resume_from:
         return train(cfg, out_dir, report=report, resume_from=resume_from, progress=False)
 
@@ -187,10 +220,19 @@ def _torch_trainer_worker(loop_config: dict[str, Any]) -> None:
     _set_threads(loop_config["cpus_per_worker"])
     cfg = trial_config_from_dict(loop_config["trial"])
     _use_ray_train_device()
+    out_dir = Path(loop_config["out_dir"])
+    # Rank 0 writes the loop's outputs, so rank 0 alone keeps them on object storage.
+    outputs_uri = loop_config.get("outputs_uri") if ray.train.get_context().get_world_rank() == 0 else None
+
+    placement_group_id = ray.get_runtime_context().get_placement_group_id()
 
     def emit(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         checkpoint = None if checkpoint_dir is None else ray.train.Checkpoint.from_directory(str(checkpoint_dir))
+        if placement_group_id:
+            metrics = {**metrics, PLACEMENT_GROUP_KEY: placement_group_id}
         ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=checkpoint is not None)
+        if checkpoint is not None:
+            keep_outputs(out_dir, outputs_uri)
 
     send = wrap_report(emit, loop_config.get("matched_rate_target"), cfg)
 
@@ -203,8 +245,10 @@ def _torch_trainer_worker(loop_config: dict[str, Any]) -> None:
             clear_previous_attempt(Path(loop_config["out_dir"]))
         final = train(cfg, loop_config["out_dir"], report=report, progress=False)
     else:
+        restore_outputs(out_dir, outputs_uri)
         with checkpoint.as_directory() as resume_from:
             final = train(cfg, loop_config["out_dir"], report=report, resume_from=resume_from, progress=False)
+    keep_outputs(out_dir, outputs_uri)
     if final["status"] == "diverged":
         # Every rank sees the same (all-reduced) loss, so every rank reports: report is a barrier.
         send(diverged_report(final), None)
@@ -230,6 +274,11 @@ def _run_torch_trainer(trial: dict[str, Any], out_dir: Path, ctx: TrialContext, 
     """Run the trial as a DDP job of ``plan.workers`` Ray Train workers and wait for it (``target``:
     a matched-rate trial's rate target, nats, for the workers' reports)."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # The Train controller polls its workers every health-check interval (Ray's default: 2 s), and a
+    # worker's second report blocks until the controller has taken the first: with validations
+    # seconds apart each report waited ~1 s and the trial's end was seen up to 2 s late (measured:
+    # benchmarks/trial_overhead.py). Ray propagates this variable to the controller it starts.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(TRAIN_HEALTH_CHECK_INTERVAL_S))
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -238,7 +287,8 @@ def _run_torch_trainer(trial: dict[str, Any], out_dir: Path, ctx: TrialContext, 
     trainer = TorchTrainer(
         _torch_trainer_worker,
         train_loop_config={"trial": trial, "out_dir": str(out_dir), "cpus_per_worker": plan.cpus_per_worker,
-                           "matched_rate_target": target},
+                           "matched_rate_target": target,
+                           "outputs_uri": storage.trial_outputs_uri(ctx.sweep_dir, trial_id)},
         scaling_config=ray.train.ScalingConfig(
             num_workers=plan.workers, use_gpu=plan.use_gpu, resources_per_worker=plan.worker_resources(),
             accelerator_type=plan.accelerator_type, placement_strategy="STRICT_PACK",
@@ -247,9 +297,20 @@ def _run_torch_trainer(trial: dict[str, Any], out_dir: Path, ctx: TrialContext, 
             # The same (storage_path, name) on every attempt: a retried trial resumes the run.
             name=RAY_TRAIN_RUN_NAME,
             storage_path=storage.trial_dir(ctx.sweep_dir, trial_id),
-            failure_config=ray.train.FailureConfig(max_failures=ctx.max_failures),
+            # No retries inside the trial: Tune retries a failed trial (failure.max_failures) from
+            # its newest checkpoint. A worker-group retry would also outlive a trial Tune stopped
+            # (ASHA): the reaper removes its group, and a retry would hold the node with a new one.
+            failure_config=ray.train.FailureConfig(max_failures=0),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=ctx.num_to_keep),
             callbacks=[TuneReportCallback()],
         ),
     )
     trainer.fit()
+
+
+# ------------------------------------------------------------------- placement groups
+def placement_group_reaper() -> Any:
+    """The driver's :class:`raysweep.tune.placement.PlacementGroupReaper` (imports Ray)."""
+    from raysweep.tune.placement import PlacementGroupReaper
+
+    return PlacementGroupReaper(PLACEMENT_GROUP_KEY)
