@@ -343,6 +343,8 @@ class Trainer:
         final.update(
             status=self.status, step=self.step, total_steps=self.total_steps, world_size=self.world,
             seconds=elapsed, images_per_second=steps_run * self.cfg.train.batch_size / max(elapsed, 1e-9),
+            # 0 for a run trained in one go; else the checkpoint step this (last) process continued from.
+            resumed_from_step=self.step - steps_run,
         )
         if self.status == "diverged":
             final["diverged_at_step"] = self.step

@@ -180,10 +180,13 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         if checkpoint_dir is None:
             tune.report(metrics)
             return
+        # Outputs first, checkpoint second: once Tune knows this checkpoint, a retry on another node
+        # continues from it, and the log it downloads must already hold this validation's line (a
+        # line past the checkpoint is truncated and redone by the resumed loop, never lost).
+        keep_outputs(out_dir, outputs_uri)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
         # Tune has copied the checkpoint into the trial's storage; the loop's copy is redundant.
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        keep_outputs(out_dir, outputs_uri)
 
     send = wrap_report(emit, target, cfg)
     final = _train_in_process(cfg, out_dir, send, outputs_uri)
@@ -230,9 +233,9 @@ def _torch_trainer_worker(loop_config: dict[str, Any]) -> None:
         checkpoint = None if checkpoint_dir is None else ray.train.Checkpoint.from_directory(str(checkpoint_dir))
         if placement_group_id:
             metrics = {**metrics, PLACEMENT_GROUP_KEY: placement_group_id}
-        ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=checkpoint is not None)
-        if checkpoint is not None:
+        if checkpoint is not None:  # outputs before the checkpoint they belong to (see run_trial's emit)
             keep_outputs(out_dir, outputs_uri)
+        ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=checkpoint is not None)
 
     send = wrap_report(emit, loop_config.get("matched_rate_target"), cfg)
 

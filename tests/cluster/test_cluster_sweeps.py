@@ -162,11 +162,16 @@ def test_a_worker_node_lost_mid_sweep_retries_its_trial_from_its_checkpoint(
         trial = child.data.tags["raysweep.trial_id"]
         lines = s3_server.read(bucket, f"{prefix}{trial}/train/metrics.jsonl").decode().splitlines()
         assert [json.loads(line)["step"] for line in lines] == every_step
-    # The retried trial continued from a checkpoint: its last attempt did not train from step 0.
-    trial = retried[0].data.tags["raysweep.trial_id"]
-    results = s3_server.read(bucket, f"{prefix}{trial}/result.json").decode().splitlines()
-    restarts = [json.loads(line)["iterations_since_restore"] for line in results]
-    assert restarts.count(1) == 2 and json.loads(results[-1])["iterations_since_restore"] < 10
+    # The retried trial continued from a checkpoint (its last attempt did not train from step 0);
+    # the other trial trained in one go. (Tune's own result.json in the bucket is synced by the
+    # driver on Ray's schedule and may lag, so the loop's final.json is what is checked.)
+    for child in children:
+        trial = child.data.tags["raysweep.trial_id"]
+        final = json.loads(s3_server.read(bucket, f"{prefix}{trial}/train/final.json"))
+        if child in retried:
+            assert 0 < final["resumed_from_step"] < 200 and final["resumed_from_step"] % 20 == 0, final
+        else:
+            assert final["resumed_from_step"] == 0, final
 
 
 @pytest.mark.timeout(600)

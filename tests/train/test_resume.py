@@ -48,6 +48,7 @@ def test_resume_in_process_matches_uninterrupted(tmp_path: Path, make_trial) -> 
     assert checkpoint is not None and checkpoint.name == "step_000000020"
     resumed = train(cfg, tmp_path / "cut", resume_from=checkpoint, progress=False)
     assert resumed["step"] == 40
+    assert (whole["resumed_from_step"], resumed["resumed_from_step"]) == (0, 20)
     assert_same_metrics(whole, resumed)
     steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [10, 20, 30, 40]
