@@ -16,25 +16,13 @@ from typing import Any
 
 import pytest
 from cluster_helpers import kill_process_group_leftovers, stop_process
-from tune_helpers import tiny_sweep, write_sweep
+from tune_helpers import tiny_sweep, trial_states, write_sweep
 
 from raysweep.cli import main
 
 pytestmark = pytest.mark.slow
 RAYSWEEP = str(Path(sys.executable).with_name("raysweep"))
 STEPS = list(range(20, 201, 20))  # 10 validations: time to catch a trial mid-run
-
-
-def _trial_states(sweep_dir: Path) -> dict[str, str]:
-    """Trial id -> status in the newest saved Tune experiment state ({} while none is readable)."""
-    files = sorted(sweep_dir.glob("experiment_state-*.json"))
-    if not files:
-        return {}
-    try:
-        state = json.loads(files[-1].read_text())
-    except (OSError, json.JSONDecodeError):  # being rewritten right now
-        return {}
-    return {json.loads(t)["trial_id"]: json.loads(t)["status"] for t, _ in state["trial_data"]}
 
 
 def _runs(uri: str, experiment: str) -> tuple[list[Any], dict[str, Any]]:
@@ -85,7 +73,7 @@ def test_resume_after_the_driver_of_a_ddp_sweep_is_killed(tmp_path: Path, capsys
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and driver.poll() is None:
             session |= _session_pids(driver.pid)
-            states = _trial_states(sweep_dir)
+            states = trial_states(sweep_dir)
             finished = [t for t, s in states.items() if s == "TERMINATED"]
             # A trial whose Train run holds a checkpoint and that has not ended (no final.json).
             checkpointed = [d.parent.name for d in sweep_dir.glob("*/ray_train") if list(d.glob("checkpoint_*"))
@@ -122,7 +110,7 @@ def test_resume_after_the_driver_of_a_ddp_sweep_is_killed(tmp_path: Path, capsys
         kill_process_group_leftovers(resumed.pid)
     assert resumed.returncode == 0, resume_log.read_text()[-3000:]
 
-    states = _trial_states(sweep_dir)
+    states = trial_states(sweep_dir)
     assert len(states) == 3 and set(states.values()) == {"TERMINATED"}, states
     # Validations the killed driver had not yet written to MLflow (its tracking writes are queued)
     # are not re-reported by trials continuing from a later checkpoint: the resume backfills them

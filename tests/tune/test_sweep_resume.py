@@ -11,24 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from tune_helpers import tiny_sweep, write_sweep
+from tune_helpers import tiny_sweep, trial_states, write_sweep
 
 from raysweep.cli import main
 
 pytestmark = pytest.mark.slow
 RAYSWEEP = str(Path(sys.executable).with_name("raysweep"))
-
-
-def _trial_states(sweep_dir: Path) -> dict[str, str]:
-    """Trial id -> status in the newest Tune experiment state ({} while none is readable)."""
-    files = sorted(sweep_dir.glob("experiment_state-*.json"))
-    if not files:
-        return {}
-    try:
-        state = json.loads(files[-1].read_text())
-    except (OSError, json.JSONDecodeError):  # being rewritten right now
-        return {}
-    return {json.loads(t)["trial_id"]: json.loads(t)["status"] for t, _ in state["trial_data"]}
 
 
 def _fingerprint(trial_dir: Path) -> dict[str, object]:
@@ -63,11 +51,11 @@ def test_resume_after_the_driver_is_killed(ray_address: str, tmp_path: Path, mod
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and driver.poll() is None:
-            if sum(s == "TERMINATED" for s in _trial_states(sweep_dir).values()) >= 2:
+            if sum(s == "TERMINATED" for s in trial_states(sweep_dir).values()) >= 2:
                 break
             time.sleep(0.2)
         assert driver.poll() is None, f"the driver ended before it could be killed:\n{log.read_text()[-3000:]}"
-        finished_before = [t for t, s in _trial_states(sweep_dir).items() if s == "TERMINATED"]
+        finished_before = [t for t, s in trial_states(sweep_dir).items() if s == "TERMINATED"]
         before = {t: _fingerprint(sweep_dir / t) for t in finished_before}
         os.kill(driver.pid, signal.SIGKILL)
     finally:
@@ -78,7 +66,7 @@ def test_resume_after_the_driver_is_killed(ray_address: str, tmp_path: Path, mod
 
     assert main(["resume", str(sweep_dir)]) == 0
 
-    states = _trial_states(sweep_dir)
+    states = trial_states(sweep_dir)
     assert len(states) == 6 and set(states.values()) == {"TERMINATED"}
     for trial in finished_before:
         assert _fingerprint(sweep_dir / trial) == before[trial], f"finished trial {trial} was rerun"

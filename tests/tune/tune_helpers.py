@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,3 +26,15 @@ def write_sweep(folder: Path, raw: dict[str, Any]) -> Path:
     path = folder / f"{raw['name']}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def trial_states(sweep_dir: Path) -> dict[str, str]:
+    """Trial id -> status in the newest Tune experiment state ({} while none is readable)."""
+    files = sorted(sweep_dir.glob("experiment_state-*.json"))
+    if not files:
+        return {}
+    try:
+        state = json.loads(files[-1].read_text())
+    except (OSError, json.JSONDecodeError):  # being rewritten right now
+        return {}
+    return {json.loads(t)["trial_id"]: json.loads(t)["status"] for t, _ in state["trial_data"]}
