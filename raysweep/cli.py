@@ -1,5 +1,6 @@
-"""The `raysweep` command: train, toy, weights (and, with the sweep issues, sweep/validate/resume/
-report/claims/ui).
+"""The `raysweep` command: train VAEs, run, grow and track sweeps of them on Ray Tune, report their frontiers.
+
+Commands: train, toy, validate, sweep, resume, extend, sync, prepare, weights, report, claims, ui.
 
 Errors a user can cause are :class:`RaysweepError`: printed as one line without a traceback, exit
 status 2.
