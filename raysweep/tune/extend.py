@@ -128,7 +128,7 @@ def extend_sweep(
     """
     from ray import tune
 
-    from raysweep.tune.run import _console, _finish, _start, build_callbacks, build_trainable
+    from raysweep.tune.run import build_callbacks, build_trainable, console_for, finish_sweep, start_ray_for
     from raysweep.tune.search import SweepSearcher, build_scheduler
 
     sweep_dir = storage.resolve_sweep_dir(sweep_dir)
@@ -138,10 +138,10 @@ def extend_sweep(
         print(f"raysweep extend: {sweep_dir}: nothing new: all {grown.num_trials} trials of the grown sweep ran "
               "already; nothing started", flush=True)
         return None
-    plan = _start(sweep, address)
+    plan = start_ray_for(sweep, address)
     storage.write_text(f"{sweep_dir}/{storage.SWEEP_FILE}", dump_sweep(sweep))
     write_extension(sweep_dir, grown, new_cells)
-    reporter, console_callbacks = _console(sweep, grown, verbose)
+    reporter, console_callbacks = console_for(sweep, grown, verbose)
     searcher = SweepSearcher(new_cells, mode="grid", max_concurrent=plan.max_concurrent,
                              random_seed=sweep.search.random_seed, study_prefix=sweep.name)
     tune_config = tune.TuneConfig(
@@ -159,4 +159,4 @@ def extend_sweep(
           f"{plan.max_concurrent} at once; results in {sweep_dir}", flush=True)
     tuner = tune.Tuner(build_trainable(sweep, sweep_dir, plan), param_space=build_param_space(grown),
                        tune_config=tune_config, run_config=run_config)
-    return _finish(tuner.fit(), sweep, new_cells, sweep_dir)
+    return finish_sweep(tuner.fit(), sweep, new_cells, sweep_dir)

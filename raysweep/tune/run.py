@@ -98,7 +98,7 @@ def _swept_keys(sweep: SweepConfig, expanded: ExpandedSweep) -> tuple[list[str],
     return keys, list(KEY_METRICS)
 
 
-def _console(sweep: SweepConfig, expanded: ExpandedSweep, verbose: int) -> tuple[Any, list[Any]]:
+def console_for(sweep: SweepConfig, expanded: ExpandedSweep, verbose: int) -> tuple[Any, list[Any]]:
     """(progress reporter, callbacks) of the console at `verbose` (0: silent)."""
     parameters, metrics = _swept_keys(sweep, expanded)
     if verbose < 1:
@@ -138,7 +138,7 @@ def plan_for(sweep: SweepConfig) -> ResourcePlan:
     return plan_resources(sweep.resources, nodes)
 
 
-def _start(sweep: SweepConfig, address: str | None) -> ResourcePlan:
+def start_ray_for(sweep: SweepConfig, address: str | None) -> ResourcePlan:
     """Reject an impossible plan, an unreachable tracking server or cluster and a missing data folder
     before starting Ray, start (or join) Ray, plan on its nodes."""
     check_sweep_inputs(sweep, address)
@@ -192,10 +192,10 @@ def run_sweep(
             "--name or --storage"
         )
     scheduler = build_scheduler(sweep.search, expanded)
-    plan = _start(sweep, address)
+    plan = start_ray_for(sweep, address)
     write_text(f"{sweep_dir}/{SWEEP_FILE}", dump_sweep(sweep))
     search = sweep.search
-    reporter, console_callbacks = _console(sweep, expanded, verbose)
+    reporter, console_callbacks = console_for(sweep, expanded, verbose)
     all_callbacks = [*build_callbacks(sweep, sweep_dir), *console_callbacks, *(callbacks or [])]
     if search.mode == "matched_rate":
         tune_config, stop = matched_rate_tune_config(sweep, expanded, sweep_dir, plan)
@@ -228,7 +228,7 @@ def run_sweep(
     )
     tuner = tune.Tuner(build_trainable(sweep, sweep_dir, plan), param_space=_param_space(sweep, expanded),
                        tune_config=tune_config, run_config=run_config)
-    return _finish(tuner.fit(), sweep, expanded, sweep_dir)
+    return finish_sweep(tuner.fit(), sweep, expanded, sweep_dir)
 
 
 def resume_sweep(
@@ -243,18 +243,18 @@ def resume_sweep(
     sweep = load_sweep_dir(sweep_dir)
     expanded = expand_sweep(sweep)
     check_trial_checkpoints(sweep_dir)
-    plan = _start(sweep, address)
+    plan = start_ray_for(sweep, address)
     if not tune.Tuner.can_restore(sweep_dir):
         raise RaysweepError(f"{sweep_dir}: no Tune experiment state to resume (the sweep never started?)")
     tuner = tune.Tuner.restore(sweep_dir, trainable=build_trainable(sweep, sweep_dir, plan),
                                param_space=_param_space(sweep, expanded), resume_unfinished=True, resume_errored=True)
     # Callbacks are not carried over from the interrupted run: build them again, as for a new sweep.
-    reporter, console_callbacks = _console(sweep, expanded, verbose)
+    reporter, console_callbacks = console_for(sweep, expanded, verbose)
     ray_shim.set_restored_run_config(
         tuner, [*build_callbacks(sweep, sweep_dir), *console_callbacks, *(callbacks or [])], verbose, reporter)
     print(f"raysweep: resuming sweep {sweep.name} in {sweep_dir}", flush=True)
     # A grown sweep's newest experiment runs only the trials `raysweep extend` added (tune.growth).
-    outcome = _finish(tuner.fit(), sweep, newest_experiment_cells(sweep_dir, expanded), sweep_dir)
+    outcome = finish_sweep(tuner.fit(), sweep, newest_experiment_cells(sweep_dir, expanded), sweep_dir)
     backfill_tracking(sweep_dir)
     return outcome
 
@@ -279,7 +279,7 @@ def backfill_tracking(sweep_dir: str) -> None:
         print(report.line(), flush=True)
 
 
-def _finish(results: Any, sweep: SweepConfig, expanded: ExpandedSweep, sweep_dir: str) -> SweepOutcome:
+def finish_sweep(results: Any, sweep: SweepConfig, expanded: ExpandedSweep, sweep_dir: str) -> SweepOutcome:
     """The sweep's :class:`~raysweep.tune.summary.SweepOutcome`; for a matched-rate sweep with its
     operating points (written and logged here)."""
     outcome = summarize(results, sweep, expanded, sweep_dir)
