@@ -42,10 +42,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _listeners(port: int) -> list[str]:
+    """Who listens on 127.0.0.1:`port` (pid and state), for the failure message."""
+    found = []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == port:
+            found.append(f"pid {conn.pid} {conn.status}")
+    return found
+
+
 def _port_free(port: int) -> bool:
+    """Whether a new server could listen on the port, binding as servers do (SO_REUSEADDR): the
+    health checks' connections may leave the port in TIME_WAIT for a minute after the server is
+    gone, which a plain bind refuses although nothing listens (seen once in CI)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
+            sock.listen(1)
         except OSError:
             return False
     return True
@@ -181,7 +195,7 @@ def test_ui_leaves_no_server_and_frees_the_port(tmp_path: Path, command, sig: si
     _wait(serving, START_TIMEOUT_S, proc, "serving")
     _, children = _signal_and_check(proc, sig, command.seen, tmp_path / "command.log")
     assert "mlflow" in children and "server" in children, children[:2000]
-    assert _port_free(port), f"port {port} still held after {sig.name}"
+    assert _port_free(port), f"port {port} still held after {sig.name}: {_listeners(port)}"
 
 
 @pytest.mark.slow

@@ -41,10 +41,19 @@ def server_command(uri: str, port: int) -> list[str]:
     return cmd
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on `host`:`port` now.
+
+    The probe binds as servers do, with ``SO_REUSEADDR`` (uvicorn sets it), so a port whose last
+    connections are in TIME_WAIT counts as free: after a server closes its connections first, a plain
+    ``bind`` is refused for a minute although nothing listens, which refused a ``raysweep ui``
+    restarted on the same port.
+    """
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((HOST, port))
+            sock.bind((host, port))
+            sock.listen(1)
         except OSError:
             return False
     return True
@@ -60,7 +69,7 @@ def run_ui(tracking_uri: str | None, storage: Path | None, port: int = DEFAULT_P
     if uri.startswith(("http://", "https://")):
         print(f"{uri} is an MLflow tracking server: open it in a browser (nothing to start)")
         return 0
-    if not 0 < port < 65536 or not _port_free(port):
+    if not 0 < port < 65536 or not port_free(port):
         raise RaysweepError(f"--port {port}: not available on {HOST}; choose another with --port")
     env = dict(os.environ)
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")

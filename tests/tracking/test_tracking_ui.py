@@ -17,7 +17,7 @@ from sweep_helpers import REPO, free_port, stop_process_group, wait_for_health
 from raysweep.cli import main
 from raysweep.errors import RaysweepError
 from raysweep.tracking.store import get_or_create_experiment, make_client, tracking_uri_for
-from raysweep.tracking.ui import run_ui
+from raysweep.tracking.ui import port_free, run_ui
 
 
 def _store_with_one_run(storage: Path) -> tuple[str, str]:
@@ -72,6 +72,35 @@ def test_ui_refuses_a_busy_port_and_a_missing_store(tmp_path: Path) -> None:
             run_ui(None, tmp_path, port=port)
     with pytest.raises(RaysweepError, match="no mlflow.db there"):
         run_ui(None, tmp_path / "elsewhere", port=free_port())
+
+
+def _time_wait_port() -> int:
+    """A port nothing listens on whose server side closed a connection first: the kernel keeps
+    that end in TIME_WAIT for a minute, as after an HTTP server answered with ``Connection: close``.
+    The server sets ``SO_REUSEADDR``, as uvicorn (``mlflow server``) does: Linux lets a new bind
+    reuse a TIME_WAIT port only when both sockets set it."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server's end closes first: it is the one left in TIME_WAIT
+        assert client.recv(1) == b""  # the client saw the close
+        client.close()
+    return port
+
+
+def test_a_port_in_time_wait_is_free_for_the_ui_but_a_listening_one_is_not() -> None:
+    port = _time_wait_port()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what the old check did: refused, though nothing listens
+    assert port_free(port)  # as a server binds (SO_REUSEADDR): a restarted ui gets its port back
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        assert not port_free(listening.getsockname()[1])
 
 
 def test_ui_with_a_tracking_server_starts_nothing(capsys: pytest.CaptureFixture[str]) -> None:
