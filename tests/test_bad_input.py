@@ -102,6 +102,11 @@ def build_cases(w: Path) -> tuple[dict[str, Case], int]:
         ckpt = all_corrupt / "checkpoints" / f"step_{step:09d}"
         ckpt.mkdir(parents=True)
         (ckpt / "state.pt").write_bytes(b"PK\x03\x04" + bytes(200))
+    # A sweep directory whose unfinished trial's newest Tune checkpoint was cut short.
+    damaged = w / "damaged_sweep"
+    (damaged / "t0001" / "checkpoint_000001").mkdir(parents=True)
+    (damaged / "sweep.yaml").write_text(yaml.safe_dump(tiny_sweep("damaged")))
+    (damaged / "t0001" / "checkpoint_000001" / "state.pt").write_bytes(b"PK\x03\x04" + bytes(200))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy_port = busy.getsockname()[1]
@@ -153,6 +158,9 @@ def build_cases(w: Path) -> tuple[dict[str, Case], int]:
                                    ["ray_tmp"], ray_tmp),
         "resume-not-a-sweep": Case(["resume", str(w / "not_a_sweep")], ["not_a_sweep", "not a raysweep sweep directory"],
                                    ["ray_tmp"], ray_tmp),
+        "resume-damaged-checkpoint": Case(["resume", str(damaged)],
+                                          ["damaged_sweep/t0001/checkpoint_000001/state.pt", "truncated",
+                                           "trial t0001 cannot continue"], ["ray_tmp"], ray_tmp),
         # train
         "train-resume-corrupt": Case(["train", str(w / "trial.yaml"), "--out", str(all_corrupt), "--resume"],
                                      ["all_corrupt/checkpoints/step_000000020", "truncated", "no older checkpoint is intact"]),
@@ -218,7 +226,7 @@ CASE_IDS = [
     "validate-ftp-tracking", "validate-dead-tracking", "validate-missing-root", "validate-empty-root",
     "validate-dead-address", "validate-bad-address", "validate-missing-cluster-file",
     "sweep-dead-address", "sweep-dead-tracking", "sweep-ftp-tracking", "sweep-missing-root", "sweep-missing-file",
-    "resume-missing-dir", "resume-not-a-sweep",
+    "resume-missing-dir", "resume-not-a-sweep", "resume-damaged-checkpoint",
     "train-resume-corrupt", "train-resume-nothing", "train-zero-workers", "train-missing-file", "train-no-out",
     "report-no-store", "report-ftp-tracking", "claims-dead-tracking", "claims-bad-tolerance",
     "ui-port-zero", "ui-port-too-large", "ui-port-not-a-number", "ui-port-in-use", "ui-missing-sqlite",
@@ -244,6 +252,26 @@ def test_every_case_is_checked(results: dict) -> None:
     """The table of cases and the list the test runs over are the same (no case silently skipped)."""
     assert sorted(results) == sorted(CASE_IDS)
     assert len(CASE_IDS) >= 25
+
+
+def test_resume_check_reads_only_the_trials_tune_will_restore(tmp_path: Path) -> None:
+    """A damaged newest checkpoint of a trial whose loop finished does not stop a resume (Tune does
+    not restore that trial); the same damage in an unfinished trial does, naming the file."""
+    from raysweep.errors import RaysweepError
+    from raysweep.tune.check import check_trial_checkpoints
+
+    for trial, status in (("done", "finished"), ("open", None)):
+        ckpt = tmp_path / trial / "checkpoint_000002"
+        ckpt.mkdir(parents=True)
+        (ckpt / "state.pt").write_bytes(b"PK\x03\x04" + bytes(200))
+        if status:
+            (tmp_path / trial / "train").mkdir()
+            (tmp_path / trial / "train" / "final.json").write_text(f'{{"status": "{status}"}}')
+    with pytest.raises(RaysweepError, match=r"open/checkpoint_000002/state\.pt: .*truncated.*trial open cannot continue"):
+        check_trial_checkpoints(str(tmp_path))
+    (tmp_path / "open" / "train").mkdir()
+    (tmp_path / "open" / "train" / "final.json").write_text('{"status": "finished"}')
+    check_trial_checkpoints(str(tmp_path))  # both finished: nothing to restore, nothing read
 
 
 @pytest.mark.slow

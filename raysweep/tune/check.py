@@ -25,6 +25,7 @@ than a hang or a traceback after Ray is up:
 from __future__ import annotations
 
 import copy
+import json
 import os
 import socket
 import urllib.error
@@ -184,26 +185,56 @@ def check_sweep_inputs(
         check_ray_address(address)
 
 
+def _finished(final_json: Path) -> bool:
+    """Whether a trial's loop wrote a ``final.json`` with status ``finished``."""
+    try:
+        return json.loads(final_json.read_text()).get("status") == "finished"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def check_trial_checkpoints(sweep_dir: str) -> None:
-    """Before ``resume`` starts Ray: the newest Tune checkpoint of every trial of a local sweep
-    directory is intact (see :func:`raysweep.train.checkpoint.checkpoint_problem`). Tune restores a
-    trial from the newest checkpoint its experiment state records and nothing older, so a damaged
-    one stops the resume here, naming the file, rather than failing that trial on every retry. Sweeps
-    on object storage are not read here."""
+    """Before ``resume`` starts Ray: the checkpoint each unfinished trial of a local sweep directory
+    will continue from is intact (see :func:`raysweep.train.checkpoint.checkpoint_problem`).
+
+    Tune restores a trial from the checkpoint its experiment state records and nothing older, so a
+    damaged one stops the resume here, naming the file, rather than failing that trial on every
+    retry. That is the recorded checkpoint (:func:`raysweep.tune.ray_shim.recorded_checkpoints`),
+    not the newest folder on disk: a driver killed while a trial was persisting a checkpoint leaves
+    that folder half written and unrecorded, and the trial continues from the one before. Without
+    a readable experiment state (Tune's own restore then says why) or with a Ray that reads it
+    differently, the newest folder of every trial whose loop has not finished is checked. Sweeps on
+    object storage are not read here."""
     from raysweep.train.checkpoint import STATE_FILE, checkpoint_problem
+    from raysweep.tune import ray_shim
     from raysweep.tune.storage import is_uri
 
     if is_uri(sweep_dir):
         return
-    for trial_dir in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir()):
-        checkpoints = sorted(p for p in trial_dir.glob("checkpoint_*") if p.is_dir())
-        if not checkpoints:
-            continue
-        problem = checkpoint_problem(checkpoints[-1])
+    root = Path(sweep_dir)
+    states = sorted(root.glob("experiment_state-*.json"))
+    recorded = None
+    if states:
+        try:
+            recorded = ray_shim.recorded_checkpoints(states[-1].read_text())
+        except (OSError, ValueError):
+            return  # unreadable state: Tune's restore reports it
+    if recorded is not None:
+        candidates = [(trial_id, root / Path(path).parent.name / Path(path).name)
+                      for trial_id, (status, path) in sorted(recorded.items())
+                      if status != "TERMINATED" and path is not None]
+    else:
+        candidates = []
+        for trial_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            checkpoints = sorted(p for p in trial_dir.glob("checkpoint_*") if p.is_dir())
+            if checkpoints and not _finished(trial_dir / "train" / "final.json"):
+                candidates.append((trial_dir.name, checkpoints[-1]))
+    for trial_id, checkpoint in candidates:
+        problem = checkpoint_problem(checkpoint)
         if problem is not None:
             raise RaysweepError(
-                f"{checkpoints[-1] / STATE_FILE}: {problem}: trial {trial_dir.name} cannot continue from its newest "
-                "checkpoint; restore the file from a copy, or run the sweep again under another --name"
+                f"{checkpoint / STATE_FILE}: {problem}: trial {trial_id} cannot continue from the checkpoint Tune "
+                "recorded for it; restore the file from a copy, or run the sweep again under another --name"
             )
 
 

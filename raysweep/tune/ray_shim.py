@@ -14,6 +14,11 @@ says which of these moved. Each function states what public API is missing.
 - :func:`optuna_search_study`: the Optuna study inside ``ray.tune.search.optuna.OptunaSearch``
   and the trial numbers it has handed out (``_ot_study``, ``_ot_trials``), to fail the trials a
   killed driver left running.
+- :func:`recorded_checkpoints`: the checkpoint ``Tuner.restore`` will continue each trial from,
+  as the experiment state records it (``experiment_state-*.json``: its trials' run metadata is a
+  cloudpickled checkpoint manager that only ``Trial.from_json_state`` and
+  ``Trial.restore_run_metadata`` read), so ``raysweep resume`` checks that checkpoint and not a
+  newer one a killed trial was still writing.
 
 Failures are never swallowed wholesale: the errors an API change raises (``ImportError``,
 ``AttributeError``) are caught by name and logged as a warning naming the Ray version; anything
@@ -86,3 +91,26 @@ def optuna_search_study(search: Any) -> tuple[Any, set[int]]:
     if study is None:
         return None, set()
     return study, {t.number for t in trials.values()}
+
+
+def recorded_checkpoints(experiment_state: str) -> dict[str, tuple[str, str | None]] | None:
+    """Trial id -> (status, the path of the checkpoint Tune restores it from, or None) from the
+    text of an ``experiment_state-*.json``; None when Ray no longer reads its state this way."""
+    import json
+
+    try:
+        from ray.tune.experiment import Trial
+    except ImportError as err:
+        _moved("ray.tune.experiment.Trial", err)
+        return None
+    found: dict[str, tuple[str, str | None]] = {}
+    try:
+        for trial_state, run_metadata in json.loads(experiment_state)["trial_data"]:
+            trial = Trial.from_json_state(trial_state, stub=True)
+            trial.restore_run_metadata(run_metadata)
+            checkpoint = trial.checkpoint
+            found[trial.trial_id] = (trial.status, checkpoint.path if checkpoint is not None else None)
+    except (AttributeError, KeyError, TypeError) as err:
+        _moved("Trial.from_json_state / restore_run_metadata / checkpoint of an experiment state", err)
+        return None
+    return found

@@ -53,6 +53,11 @@ def test_a_restored_tuner_runs_with_new_callbacks_and_verbosity(ray_address: str
     first = tune.Tuner(trainable, param_space=space,
                        run_config=tune.RunConfig(name="shim", storage_path=str(tmp_path), verbose=0)).fit()
     assert first.num_errors == 1
+    # The experiment state as Tune will restore it: the statuses, and no checkpoint (none reported;
+    # a recorded checkpoint's path is checked in tests/tune/test_sweep_resume.py).
+    [state] = sorted((tmp_path / "shim").glob("experiment_state-*.json"))
+    recorded = ray_shim.recorded_checkpoints(state.read_text())
+    assert sorted(recorded.values()) == [("ERROR", None), ("TERMINATED", None)]
     restored = tune.Tuner.restore(str(tmp_path / "shim"), trainable=trainable, resume_errored=True)
     seen = _Seen()
     reporter = tune.CLIReporter(metric_columns=["score"])

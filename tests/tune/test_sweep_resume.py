@@ -84,3 +84,60 @@ def test_resume_after_the_driver_is_killed(ray_address: str, tmp_path: Path, mod
             complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
             assert len(complete) == 3, [(t.number, t.state.name) for t in trials]
             assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def _reopen_trial(sweep_dir: Path, trial_id: str) -> None:
+    """Mark `trial_id` as not finished in the newest experiment state (what a driver killed while
+    the trial ran leaves), so a resume would continue it from its recorded checkpoint."""
+    state_file = sorted(sweep_dir.glob("experiment_state-*.json"))[-1]
+    state = json.loads(state_file.read_text())
+    for entry in state["trial_data"]:
+        trial = json.loads(entry[0])
+        if trial["trial_id"] == trial_id:
+            trial["status"] = "PENDING"
+            entry[0] = json.dumps(trial)
+    state_file.write_text(json.dumps(state))
+    (sweep_dir / trial_id / "train" / "final.json").unlink()
+
+
+def test_resume_checks_the_checkpoint_tune_recorded_not_a_half_written_newer_one(
+    ray_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A driver killed while a trial was persisting a checkpoint leaves a newer, half-written
+    checkpoint folder that the experiment state never recorded: the resume continues from the
+    recorded one (seen in CI: the check read the newest folder and refused a good resume). Damage to
+    the recorded checkpoint itself stops the resume before Ray starts, naming the file."""
+    from raysweep.train.checkpoint import STATE_FILE
+    from raysweep.tune import ray_shim
+
+    path = write_sweep(tmp_path, tiny_sweep("recorded"))
+    assert main(["sweep", str(path), "--storage", str(tmp_path / "runs"), "--address", ray_address]) == 0
+    sweep_dir = tmp_path / "runs" / "recorded"
+    [trial_id] = trial_states(sweep_dir)
+    _reopen_trial(sweep_dir, trial_id)
+    recorded = ray_shim.recorded_checkpoints(sorted(sweep_dir.glob("experiment_state-*.json"))[-1].read_text())
+    status, checkpoint = recorded[trial_id]
+    assert status == "PENDING" and checkpoint is not None
+    checkpoint = sweep_dir / trial_id / Path(checkpoint).name
+    assert (checkpoint / STATE_FILE).is_file()
+
+    # A newer folder cut short mid-copy (a prefix of a real state.pt), never recorded.
+    half = sweep_dir / trial_id / "checkpoint_000099"
+    half.mkdir()
+    (half / STATE_FILE).write_bytes((checkpoint / STATE_FILE).read_bytes()[:4096])
+    capsys.readouterr()
+    assert main(["resume", str(sweep_dir), "--address", ray_address]) == 0
+    assert trial_states(sweep_dir)[trial_id] == "TERMINATED"
+    assert json.loads((sweep_dir / trial_id / "train" / "final.json").read_text())["status"] == "finished"
+
+    # The recorded checkpoint damaged: refused in one line, nothing started.
+    _reopen_trial(sweep_dir, trial_id)
+    status, recorded_path = ray_shim.recorded_checkpoints(
+        sorted(sweep_dir.glob("experiment_state-*.json"))[-1].read_text())[trial_id]
+    damaged = sweep_dir / trial_id / Path(recorded_path).name / STATE_FILE
+    damaged.write_bytes(damaged.read_bytes()[:4096])
+    capsys.readouterr()
+    assert main(["resume", str(sweep_dir), "--address", ray_address]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(damaged) in lines[0] and f"trial {trial_id} cannot continue" in lines[0], err
