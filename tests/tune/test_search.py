@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
-from tune_helpers import tiny_sweep
+from tune_helpers import asha_stop_iteration, tiny_sweep
 
 from raysweep.errors import RaysweepError
 from raysweep.tune.load import sweep_from_dict
@@ -67,7 +67,9 @@ def test_asha_max_t_leaves_the_last_validation_alone() -> None:
     sweep = sweep_from_dict(tiny_sweep(search={"scheduler": {"type": "asha", "metric": "psnr", "mode": "max"}}))
     scheduler = build_scheduler(sweep.search, expand_sweep(sweep))
     assert isinstance(scheduler, ASHAScheduler)
-    assert scheduler._max_t == 20 // 10 + 1  # two validations per trial, plus one
+    # Two validations per trial (20 steps, one every 10): ASHA lets the second, the last, through
+    # and would stop a trial only at a third report, which never comes.
+    assert asha_stop_iteration(scheduler) == 20 // 10 + 1
     raw = tiny_sweep(search={"scheduler": {"type": "asha", "metric": "psnr", "mode": "max"}})
     raw["trial"]["train"] = {"epochs": 1, "val_every": 10}
     sweep = sweep_from_dict(raw)

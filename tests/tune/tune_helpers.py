@@ -38,3 +38,25 @@ def trial_states(sweep_dir: Path) -> dict[str, str]:
     except (OSError, json.JSONDecodeError):  # being rewritten right now
         return {}
     return {json.loads(t)["trial_id"]: json.loads(t)["status"] for t, _ in state["trial_data"]}
+
+
+def asha_stop_iteration(scheduler: Any, metric: str | None = None, mode: str | None = None,
+                        horizon: int = 1000) -> int | None:
+    """The first ``training_iteration`` at which `scheduler` (ASHA) stops a lone trial, found by
+    feeding it results through its public scheduler interface (None: never within `horizon`).
+    `metric` and `mode`: what ``tune.TuneConfig`` would give a scheduler built without them.
+
+    A lone trial meets no cutoff at any rung, so this is where ASHA's ``max_t`` ends it: a test of
+    what the scheduler does, not of a private attribute."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    if metric is not None:
+        scheduler.set_search_properties(metric, mode)
+    trial = Trial("__fake", stub=True, trial_id="lone")
+    scheduler.on_trial_add(None, trial)
+    for iteration in range(1, horizon + 1):
+        if scheduler.on_trial_result(None, trial, {"training_iteration": iteration, scheduler.metric: 1.0}) \
+                == TrialScheduler.STOP:
+            return iteration
+    return None

@@ -8,6 +8,8 @@ import csv
 import json
 import math
 import random
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +34,9 @@ from raysweep.tune.matched_rate.points import (
 )
 from raysweep.tune.matched_rate.searchers import BisectionSearcher, GecoSearcher, OptunaRateSearcher
 from raysweep.tune.sweep_config import MatchedRateSearch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/tune: tune_helpers
+from tune_helpers import asha_stop_iteration  # noqa: E402
 
 TOY_TARGETS = [0.5, 1.0, 2.0, 5.0, 10.0, 17.25, 25.0, 40.0, 60.0, 90.0]  # nats; the toy's V(0.01) ~ 70
 
@@ -237,7 +242,7 @@ def test_plan_pieces() -> None:
     search = MatchedRateSearch(targets=[5.0], strategy="optuna", grace_period=2)
     plan = build_matched_rate_plan(search, [{"loss.lambda_neural": 0.5}], reports_per_trial=6)
     assert type(plan.searcher).__name__ == "OptunaRateSearcher" and plan.scheduler is not None
-    assert plan.scheduler._max_t == 6 and plan.metric == RATE_ERROR and plan.mode == "min"
+    assert asha_stop_iteration(plan.scheduler, plan.metric, plan.mode) == 6 and plan.metric == RATE_ERROR and plan.mode == "min"
     assert build_matched_rate_plan(MatchedRateSearch(targets=[5.0]), None, 6).scheduler is None
 
 
