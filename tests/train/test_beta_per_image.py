@@ -34,6 +34,16 @@ TERMS: list[tuple[str, list[str]]] = [
 ]
 
 
+#: Largest relative difference allowed between the tiled and the single batch's gradients. float32
+#: rounding differs with the batch size (another convolution blocking), which is ~1e-6 for smooth
+#: terms. The PatchGAN term goes through leaky-ReLU units of the discriminator, and a unit whose
+#: pre-activation sits at a rounding error from 0 changes its slope: under the balancer, which
+#: scales that small term up to half of the gradient, this reached 1.8e-4 on one CPU (1e-5 passed
+#: on another). The error this test guards against, beta not per image, gives about 7.
+TOLERANCE = {"patchgan": 1e-3}
+DEFAULT_TOLERANCE = 1e-5
+
+
 def _config(make_trial, overrides: list[str], balancer: bool) -> TrialConfig:
     return make_trial(["data.image_size=32", "data.xysquares.square_size=8", f"loss.balancer={str(balancer).lower()}",
                        "objective.beta=0.7", *overrides])
@@ -80,7 +90,7 @@ def test_tiled_batch_gives_the_same_gradients(make_trial, label: str, overrides:
     once = parameter_gradients(cfg, 1)
     tiled = parameter_gradients(cfg, TILES)
     assert once.norm() > 0
-    assert relative_difference(tiled, once) < 1e-5, label
+    assert relative_difference(tiled, once) < TOLERANCE.get(label, DEFAULT_TOLERANCE), label
 
 
 def test_learned_scalar_sigma_without_balancer_gives_the_same_gradients(make_trial) -> None:
