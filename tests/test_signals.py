@@ -213,25 +213,31 @@ def test_train_with_two_workers_leaves_no_rank(tmp_path: Path, command) -> None:
 @pytest.mark.slow
 def test_sweep_on_local_ray_leaves_no_ray_process(tmp_path: Path, command) -> None:
     """SIGTERM to a sweep's driver on local Ray: Ray's processes (GCS, raylet, workers, the trial)
-    all go, and the driver exits 143. Then, on the interrupted sweep, ``resume`` with the trial's
-    newest checkpoint truncated stops in one line naming the file, before Ray starts."""
+    all go, and the driver exits 143. Then, on the interrupted sweep, ``resume`` with the checkpoint
+    Tune recorded for the trial truncated stops in one line naming the file, before Ray starts."""
+    from raysweep.tune import ray_shim
+
     raw = tiny_sweep("signals")
     raw["trial"]["train"].update(max_steps=100_000, val_every=10)
     sweep_file = write_sweep(tmp_path, raw)
     storage = tmp_path / "runs"
     proc = command("sweep", str(sweep_file), "--storage", str(storage))
-    _wait(lambda: any(storage.glob("signals/*/checkpoint_*/state.pt")), START_TIMEOUT_S, proc,
+    # Two checkpoint folders: the first has been reported to the driver, which records it.
+    _wait(lambda: len(list(storage.glob("signals/*/checkpoint_*/state.pt"))) >= 2, START_TIMEOUT_S, proc,
           "a trial reported a checkpoint")
     _, children = _signal_and_check(proc, signal.SIGTERM, command.seen, tmp_path / "command.log")
     assert "raylet" in children and "gcs_server" in children, children[:2000]
 
-    newest = sorted(storage.glob("signals/*/checkpoint_*"))[-1] / "state.pt"
-    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    state = sorted((storage / "signals").glob("experiment_state-*.json"))[-1]
+    [(status, recorded)] = ray_shim.recorded_checkpoints(state.read_text()).values()
+    assert status != "TERMINATED" and recorded is not None, (status, recorded)
+    damaged = storage / "signals" / Path(recorded).parent.name / Path(recorded).name / "state.pt"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
     ray_tmp = tmp_path / "ray_tmp"
     resumed = subprocess.run([str(RAYSWEEP), "resume", str(storage / "signals")], capture_output=True, text=True,
                              timeout=START_TIMEOUT_S, env={**os.environ, "OMP_NUM_THREADS": "1",
                                                            "RAY_TMPDIR": str(ray_tmp)})
     lines = [line for line in resumed.stderr.splitlines() if line.strip()]
     assert resumed.returncode == 2 and len(lines) == 1, resumed.stderr[-3000:]
-    assert str(newest) in lines[0] and "truncated" in lines[0]
+    assert str(damaged) in lines[0] and "truncated" in lines[0]
     assert not ray_tmp.exists()
