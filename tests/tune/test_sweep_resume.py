@@ -105,7 +105,8 @@ def test_resume_checks_the_checkpoint_tune_recorded_not_a_half_written_newer_one
 ) -> None:
     """A driver killed while a trial was persisting a checkpoint leaves a newer, half-written
     checkpoint folder that the experiment state never recorded: the resume continues from the
-    recorded one (seen in CI: the check read the newest folder and refused a good resume). Damage to
+    recorded one (seen in a full test run: the check read the newest folder and refused a good
+    resume). Damage to
     the recorded checkpoint itself stops the resume before Ray starts, naming the file."""
     from raysweep.train.checkpoint import STATE_FILE
     from raysweep.tune import ray_shim
