@@ -287,7 +287,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------- prepare
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from raysweep.data.prepare import prepare_sweep
+    from raysweep.tune.prepare import prepare_sweep
 
     prepare_sweep(args.sweep, args.overrides, workers=args.workers, progress=False if args.no_progress else None)
     return 0
@@ -302,8 +302,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _print_outcome(outcome: SweepOutcome) -> int:
+    from raysweep.storage import optuna_storage_url
     from raysweep.tune.load import load_sweep_dir
-    from raysweep.tune.storage import optuna_storage_url
     from raysweep.tune.summary import format_outcome
 
     print(format_outcome(outcome, optuna_storage_url(load_sweep_dir(outcome.sweep_dir), outcome.sweep_dir)))
@@ -336,9 +336,9 @@ def cmd_extend(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from raysweep.tracking.sync import sync_sweep
+    from raysweep.tune.backfill import sync_sweep_dir
 
-    print(sync_sweep(args.sweep_dir, tracking_uri=args.tracking_uri).line())
+    print(sync_sweep_dir(args.sweep_dir, tracking_uri=args.tracking_uri).line())
     return 0
 
 

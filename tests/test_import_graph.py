@@ -1,4 +1,9 @@
-"""The package's import graph has no circle, lazy imports included; the sweep schema loads without Ray.
+"""The package's import graph has no circle and no import up a layer, lazy imports included; the
+sweep schema loads without Ray.
+
+The layers, top down (``../shared/ARCHITECTURE.md``; each imports only from its own floor or below):
+``cli`` > ``frontier`` > ``tune`` > ``tracking`` > ``train`` > ``data``, ``models``, ``losses``,
+``control``, ``toy`` > ``config``, ``metrics``, ``names``, ``storage``, ``errors``.
 
 Every module of ``raysweep/`` is parsed with :mod:`ast`; every ``import`` and ``from ... import``
 counts, at module level and inside functions, relative ones resolved, ``from pkg import module``
@@ -130,6 +135,73 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return [c for c in strongly_connected(graph) if len(c) > 1 or c[0] in graph[c[0]]]
 
 
+# top down; a name is the first part of a module's path under raysweep/ (a package or a module)
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("cli",),
+    ("frontier",),
+    ("tune",),
+    ("tracking",),
+    ("train",),
+    ("data", "models", "losses", "control", "toy"),
+    ("config", "metrics", "names", "storage", "errors"),
+)
+
+
+def layer_of(module: str) -> int | None:
+    """The floor of `module` (0 is the top), None for the package itself (``raysweep/__init__``)."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return None
+    for floor, names in enumerate(LAYERS):
+        if parts[1] in names:
+            return floor
+    raise AssertionError(f"{module}: not on any floor of LAYERS; add raysweep.{parts[1]} to the layer it belongs to")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that runs up a layer, as ``importer (floor) -> imported (floor)``."""
+    found = []
+    for importer, targets in sorted(graph.items()):
+        low = layer_of(importer)
+        for target in sorted(targets):
+            high = layer_of(target)
+            if low is not None and high is not None and high < low:
+                found.append(f"{importer} ({'/'.join(LAYERS[low])}) -> {target} ({'/'.join(LAYERS[high])})")
+    return found
+
+
+def test_the_layer_rule_names_each_upward_import_lazy_ones_included(tmp_path: Path) -> None:
+    """The shape of today's backward imports before they were moved: tracking reaching into tune
+    at module level and lazily, data reaching into tune; downward and same-floor imports pass."""
+    root = tmp_path / PACKAGE
+    for package in ("tune", "tracking", "data"):
+        (root / package).mkdir(parents=True)
+        (root / package / "__init__.py").write_text("")
+    (root / "__init__.py").write_text("")
+    (root / "storage.py").write_text("from raysweep import errors\n")
+    (root / "errors.py").write_text("")
+    (root / "tune" / "space.py").write_text("from raysweep.tracking import store\nfrom raysweep import storage\n")
+    (root / "tracking" / "store.py").write_text("from raysweep.tune import space\n")
+    (root / "tracking" / "sync.py").write_text("def f():\n    from raysweep.tune.space import x\n")
+    (root / "data" / "prepare.py").write_text("from ..tune.space import expand\n")
+    found = upward_imports(import_graph(module_names(tmp_path)))
+    assert found == [
+        "raysweep.data.prepare (data/models/losses/control/toy) -> raysweep.tune.space (tune)",
+        "raysweep.tracking.store (tracking) -> raysweep.tune.space (tune)",
+        "raysweep.tracking.sync (tracking) -> raysweep.tune.space (tune)",
+    ]
+
+
+def test_no_import_runs_up_a_layer() -> None:
+    graph = import_graph(module_names())
+    found = upward_imports(graph)
+    listing = "\n".join(found)
+    assert not found, f"imports that run up a layer (lazy imports included):\n{listing}"
+    # the rule is not empty: downward edges across every floor exist
+    floors = {(layer_of(a), layer_of(b)) for a, ts in graph.items() for b in ts}
+    assert {(0, 1), (1, 2), (2, 3), (2, 4), (4, 5), (5, 6)} <= floors, sorted(floors)
+
+
 def test_the_checker_finds_a_lazy_circle_and_ignores_type_checking(tmp_path: Path) -> None:
     pkg = tmp_path / PACKAGE / "sub"
     pkg.mkdir(parents=True)
@@ -154,7 +226,7 @@ def test_no_import_circle_in_the_package() -> None:
 
 
 @pytest.mark.parametrize("module", ["raysweep.tune.sweep_config", "raysweep.tune.load", "raysweep.tune.check",
-                                    "raysweep.tune.storage", "raysweep.tune.matched_rate.points"])
+                                    "raysweep.storage", "raysweep.tune.matched_rate.points"])
 def test_the_sweep_schema_loads_without_ray(module: str) -> None:
     code = f"import sys, {module}; assert 'ray' not in sys.modules, sorted(m for m in sys.modules if 'ray' in m)"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -53,6 +53,7 @@ from ray import tune
 
 from raysweep.errors import RaysweepError
 from raysweep.names import WITHHELD
+from raysweep.storage import is_uri, local_path, parent_run_key, write_text
 from raysweep.tracking import store
 from raysweep.tracking.results import (
     ARTIFACT_FILES,
@@ -80,7 +81,6 @@ from raysweep.tracking.store import (
     TRIAL_ID_TAG,
     WITHHELD_TAG,
 )
-from raysweep.tune.storage import is_uri, local_path, parent_run_key, write_text
 
 __all__ = ["ARTIFACT_FILES", "MlflowTrackingCallback", "TrackingWriter", "flatten_params", "mlflow_callback"]
 
@@ -620,7 +620,7 @@ def mlflow_callback(
         storage_dir: the sweep's ``--storage`` folder; the default store is ``<storage_dir>/mlflow.db``.
         sweep_name: the sweep's (Tune experiment's) name; the experiment folder is
             ``<storage_dir>/<sweep_name>``, the parent run's key
-            (:func:`raysweep.tune.storage.parent_run_key`).
+            (:func:`raysweep.storage.parent_run_key`).
         tracking_uri: ``tracking.uri`` of the sweep file (None: the default store).
         experiment: ``tracking.experiment`` (None: the sweep's name).
         params_fn: see :class:`MlflowTrackingCallback`.

@@ -4,7 +4,7 @@
   :func:`raysweep.tune.matched_rate.points.write_operating_points` writes them) is logged under
   ``operating_points/`` (:data:`raysweep.names.OPERATING_POINTS_ARTIFACT_DIR`) of the sweep's
   parent run (found by its ``raysweep.sweep`` + ``raysweep.storage`` tags, as the tracking
-  callback finds it: :func:`raysweep.tune.storage.parent_run_key`).
+  callback finds it: :func:`raysweep.storage.parent_run_key`).
 - The chosen trial of each (cell, target) is tagged on its child run (found by
   ``raysweep.trial_id`` under that parent): ``raysweep.operating_point=true`` and
   ``raysweep.target_rate=<R*>``. A child run tagged by an earlier pass (before a ``resume``) whose
@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from raysweep.names import OPERATING_POINTS_ARTIFACT_DIR
+from raysweep.storage import parent_run_key
 from raysweep.tracking import store
 from raysweep.tracking.store import PARENT_TAG
-from raysweep.tune.storage import parent_run_key
 
 logger = logging.getLogger(__name__)
 

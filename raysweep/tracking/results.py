@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from raysweep.names import TRIAL_ARTIFACTS
+from raysweep.storage import is_uri, local_path
 from raysweep.tracking.store import metric_name
-from raysweep.tune.storage import is_uri, local_path
 
 #: Files of a trial's output folder logged as artifacts when it ends (those that exist).
 ARTIFACT_FILES = TRIAL_ARTIFACTS

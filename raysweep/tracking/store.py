@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from raysweep.errors import RaysweepError
-from raysweep.tune.storage import is_uri, local_path
+from raysweep.storage import is_uri, local_path
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

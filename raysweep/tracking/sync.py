@@ -29,11 +29,13 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raysweep import storage
 from raysweep.errors import RaysweepError
 from raysweep.names import WITHHELD
 from raysweep.tracking import store
@@ -61,7 +63,6 @@ from raysweep.tracking.store import (
     TRIAL_ID_TAG,
     WITHHELD_TAG,
 )
-from raysweep.tune import storage
 
 #: Tune's per-trial files the backfill reads.
 TUNE_RESULTS = "result.json"
@@ -165,11 +166,14 @@ def tune_statuses(sweep_dir: str, entries: list[tuple[str, bool]]) -> dict[str, 
     return statuses
 
 
-def _flat_params(config: dict[str, Any]) -> dict[str, Any]:
-    from raysweep.tune.space import flat_trial_params
+FlatParams = Callable[[dict[str, Any]], dict[str, Any]]
 
+
+def _flat_params(config: dict[str, Any], flat_params: FlatParams | None) -> dict[str, Any]:
+    if flat_params is None:
+        return {}
     try:
-        return flat_trial_params(config)
+        return flat_params(config)
     except Exception:  # noqa: BLE001 - a config the schema no longer reads still has its config.yaml
         return {}
 
@@ -206,8 +210,12 @@ def _with_loop_validations(results: list[dict[str, Any]], metrics_file: Path) ->
     return results + extra
 
 
-def read_trials(sweep_dir: str, sweep_name: str) -> list[TrialRecord]:
-    """Every trial folder of the sweep directory (one holding Tune's ``params.json``)."""
+def read_trials(sweep_dir: str, sweep_name: str, flat_params: FlatParams | None = None) -> list[TrialRecord]:
+    """Every trial folder of the sweep directory (one holding Tune's ``params.json``).
+
+    `flat_params` turns Tune's trial config into the run's flat params (the sweep layer passes
+    :func:`raysweep.tune.space.flat_trial_params`); without it only the loop's ``config.yaml`` counts.
+    """
     entries = list_dir(sweep_dir)
     statuses = tune_statuses(sweep_dir, entries)
     records = []
@@ -224,7 +232,7 @@ def read_trials(sweep_dir: str, sweep_name: str) -> list[TrialRecord]:
             config = {}
         folders = _output_folders(sweep_dir, sweep_name, name)
         found = find_files(folders, ("config.yaml", "metrics.jsonl"))
-        params = {**_flat_params(config if isinstance(config, dict) else {}), **read_yaml_params(found.get("config.yaml"))}
+        params = {**_flat_params(config if isinstance(config, dict) else {}, flat_params), **read_yaml_params(found.get("config.yaml"))}
         results = _json_lines(_read(f"{trial_dir}/{TUNE_RESULTS}"))
         if "metrics.jsonl" in found:
             results = _with_loop_validations(results, found["metrics.jsonl"])
@@ -368,11 +376,32 @@ def _remove_pending(sweep_dir: str) -> bool:
     return True
 
 
-def sync_sweep(sweep_dir: str, tracking_uri: str | None = None) -> SyncReport:
+@dataclass(frozen=True)
+class SweepRecord:
+    """What sync needs to know of a sweep, read by the sweep layer from its ``sweep.yaml``
+    (:func:`raysweep.tune.backfill.sync_sweep_dir`), so this layer never reads the sweep schema.
+
+    Attributes:
+        name: the sweep's name (its parent run's tag).
+        tracking_uri: the sweep's ``tracking.uri`` (None: ``<storage>/mlflow.db``).
+        experiment: the MLflow experiment (the sweep's ``tracking.experiment``, else its name).
+        config: the resolved sweep as plain JSON (the parent run's params).
+        flat_params: Tune's trial config -> the run's flat params.
+    """
+
+    name: str
+    tracking_uri: str | None
+    experiment: str
+    config: dict[str, Any]
+    flat_params: FlatParams | None = None
+
+
+def sync_sweep(sweep_dir: str, sweep: SweepRecord, tracking_uri: str | None = None) -> SyncReport:
     """Write into MLflow whatever of the sweep in `sweep_dir` it lacks (module docstring).
 
     Args:
-        sweep_dir: the sweep directory (``<storage>/<name>``, local or object storage).
+        sweep_dir: the sweep directory (``<storage>/<name>``, local or object storage), resolved.
+        sweep: what the sweep layer read of the sweep (:class:`SweepRecord`).
         tracking_uri: the store to write (default: the sweep's ``tracking.uri``, else
             ``<storage>/mlflow.db``, as the sweep used).
 
@@ -380,22 +409,18 @@ def sync_sweep(sweep_dir: str, tracking_uri: str | None = None) -> SyncReport:
         RaysweepError: not a sweep directory, or a store that does not answer (run sync again
             once it does: what was written stays written).
     """
-    from raysweep.tune.load import load_sweep_dir
-
-    sweep_dir = storage.resolve_sweep_dir(sweep_dir)
-    sweep = load_sweep_dir(sweep_dir)
     root, name = storage.split_sweep_dir(sweep_dir)
-    uri = store.tracking_uri_for(root, tracking_uri or sweep.tracking.uri)
-    experiment = sweep.tracking.experiment or sweep.name
+    uri = store.tracking_uri_for(root, tracking_uri or sweep.tracking_uri)
+    experiment = sweep.experiment
     report = SyncReport(sweep_dir=sweep_dir, tracking_uri=uri, experiment=experiment)
-    trials = read_trials(sweep_dir, sweep.name)
+    trials = read_trials(sweep_dir, sweep.name, sweep.flat_params)
     report.trials = len(trials)
     store.use_driver_http_defaults()
     client = store.make_client(uri)
     try:
         experiment_id = store.get_or_create_experiment(client, experiment)
         syncer = _Syncer(client, experiment_id, report)
-        parent = syncer.parent(sweep.name, storage.parent_run_key(root, name), sweep.model_dump(mode="json"))
+        parent = syncer.parent(sweep.name, storage.parent_run_key(root, name), sweep.config)
         parent_id = parent.info.run_id
         existing: dict[str, Any] = {}
         children = store.search_all(client, [experiment_id], f"tags.`{PARENT_TAG}` = {store.quote(parent_id)}")

@@ -205,9 +205,9 @@ def check_trial_checkpoints(sweep_dir: str) -> None:
     a readable experiment state (Tune's own restore then says why) or with a Ray that reads it
     differently, the newest folder of every trial whose loop has not finished is checked. Sweeps on
     object storage are not read here."""
+    from raysweep.storage import is_uri
     from raysweep.train.checkpoint import STATE_FILE, checkpoint_problem
     from raysweep.tune import ray_shim
-    from raysweep.tune.storage import is_uri
 
     if is_uri(sweep_dir):
         return

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from raysweep import storage
 from raysweep.config import flatten
 from raysweep.errors import RaysweepError
-from raysweep.tune import storage
 from raysweep.tune.growth import NewCells, identity, restricted, write_extension
 from raysweep.tune.load import apply_sweep_overrides, dump_sweep, load_sweep_dir, sweep_from_dict
 from raysweep.tune.space import ExpandedSweep, build_param_space, expand_sweep

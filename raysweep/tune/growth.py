@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from raysweep.tune import storage
+from raysweep import storage
 from raysweep.tune.space import Cell, ExpandedSweep
 
 EXTENSION_FILE = "extension.json"

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
+from raysweep import storage
 from raysweep.config import TRIAL_BLOCKS, parse_override, read_yaml, set_dotted, validate_model
 from raysweep.errors import RaysweepError
-from raysweep.tune import storage
 from raysweep.tune.resources import check_trials_fit
 from raysweep.tune.space import check_generated_data, expand_sweep
 from raysweep.tune.sweep_config import SweepConfig

@@ -1,7 +1,7 @@
 """`raysweep sweep` and `raysweep resume`: run a validated sweep on Ray Tune.
 
 The sweep directory is ``<storage>/<name>`` (``--storage`` defaults to ``./runs``, a local path or a
-URI such as ``s3://bucket/sweeps``; :mod:`raysweep.tune.storage` has every path rule); it is Tune's
+URI such as ``s3://bucket/sweeps``; :mod:`raysweep.storage` has every path rule); it is Tune's
 experiment directory and holds ``sweep.yaml`` (the resolved sweep, what ``resume`` reads), one
 directory per trial (``<trial id>/``: Tune's results and checkpoints, ``train/`` with the loop's
 outputs, ``ray_train/`` for DDP trials), ``optuna.db`` for Optuna sweeps and, for
@@ -17,26 +17,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from typing import Any
 
 from raysweep.errors import RaysweepError
 from raysweep.names import KEY_METRICS
-from raysweep.tune import console, ray_shim
-from raysweep.tune.check import check_sweep_inputs, check_trial_checkpoints, connect_ray
-from raysweep.tune.growth import newest_experiment_cells
-from raysweep.tune.load import dump_sweep, load_sweep_dir
-from raysweep.tune.matched_rate.plan import (
-    matched_rate_param_space,
-    matched_rate_tune_config,
-    record_operating_points,
-)
-from raysweep.tune.matched_rate.points import BETA_KEY, GECO_TARGET_KEY, RATE_ERROR
-from raysweep.tune.resources import ResourcePlan, local_nodes, nodes_from_ray, plan_resources
-from raysweep.tune.search import SweepSearcher, build_scheduler
-from raysweep.tune.space import ExpandedSweep, build_param_space, expand_sweep, flat_trial_params
-from raysweep.tune.storage import (
+from raysweep.storage import (
     SWEEP_FILE,
     check_storage,
     download_outputs,
@@ -52,6 +38,20 @@ from raysweep.tune.storage import (
     trial_outputs_uri,
     write_text,
 )
+from raysweep.tune import console, ray_shim
+from raysweep.tune.backfill import backfill_tracking
+from raysweep.tune.check import check_sweep_inputs, check_trial_checkpoints, connect_ray
+from raysweep.tune.growth import newest_experiment_cells
+from raysweep.tune.load import dump_sweep, load_sweep_dir
+from raysweep.tune.matched_rate.plan import (
+    matched_rate_param_space,
+    matched_rate_tune_config,
+    record_operating_points,
+)
+from raysweep.tune.matched_rate.points import BETA_KEY, GECO_TARGET_KEY, RATE_ERROR
+from raysweep.tune.resources import ResourcePlan, local_nodes, nodes_from_ray, plan_resources
+from raysweep.tune.search import SweepSearcher, build_scheduler
+from raysweep.tune.space import ExpandedSweep, build_param_space, expand_sweep, flat_trial_params
 from raysweep.tune.summary import SweepOutcome, summarize
 from raysweep.tune.sweep_config import SweepConfig
 from raysweep.tune.trainable import TrialContext, placement_group_reaper, run_trial
@@ -257,26 +257,6 @@ def resume_sweep(
     outcome = finish_sweep(tuner.fit(), sweep, newest_experiment_cells(sweep_dir, expanded), sweep_dir)
     backfill_tracking(sweep_dir)
     return outcome
-
-
-def backfill_tracking(sweep_dir: str) -> None:
-    """After a resume, write into MLflow what the interrupted driver never sent.
-
-    A validation reported just before the driver was killed is checkpointed but reaches neither
-    MLflow nor Tune's ``result.json``, and the trial continuing from that checkpoint does not report
-    it again; :func:`raysweep.tracking.sync.sync_sweep` logs it from the trial's ``metrics.jsonl``
-    (and writes nothing when MLflow is complete). Tracking that does not answer now is one line, not
-    a failed resume: ``raysweep sync`` does the same later.
-    """
-    from raysweep.tracking.sync import sync_sweep
-
-    try:
-        report = sync_sweep(sweep_dir)
-    except RaysweepError as err:
-        print(f"raysweep: tracking not backfilled after the resume ({err})", file=sys.stderr, flush=True)
-        return
-    if report.changed:
-        print(report.line(), flush=True)
 
 
 def finish_sweep(results: Any, sweep: SweepConfig, expanded: ExpandedSweep, sweep_dir: str) -> SweepOutcome:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raysweep import storage
 from raysweep.names import ANISOTROPY, DISTORTION_SSE, FINAL_SUMMARY, KEY_METRICS, OPERATING_POINTS_CSV, STEP
-from raysweep.tune import storage
 from raysweep.tune.space import ExpandedSweep
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ trial's progress stays below 1: it never counts as converged).
 
 Outputs of the loop (``metrics.jsonl``, ``final.json``, ``config.yaml``, plots) go to
 ``<sweep dir>/<trial id>/train/`` when the sweep is stored on a local or shared filesystem, else to
-a node-local scratch folder (:func:`raysweep.tune.storage.trial_output_dir`) that the trial (rank 0
+a node-local scratch folder (:func:`raysweep.storage.trial_output_dir`) that the trial (rank 0
 of a DDP trial) copies to ``<sweep dir>/<trial id>/train/`` on the object storage with every
 checkpoint and at its end, and copies back down before continuing from a checkpoint (a retry may
 run on another node): the driver reads them from the bucket, never from a worker node's disk.
@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raysweep import storage
 from raysweep.names import KEY_METRICS
-from raysweep.tune import storage
 from raysweep.tune.resources import ResourcePlan
 
 Report = Callable[[dict[str, Any], Any], None]
@@ -79,7 +79,7 @@ class TrialContext:
 
 
 def trial_output_dir(ctx: TrialContext, trial_id: str) -> Path:
-    """Where the training loop of trial `trial_id` writes (see :func:`raysweep.tune.storage.trial_output_dir`)."""
+    """Where the training loop of trial `trial_id` writes (see :func:`raysweep.storage.trial_output_dir`)."""
     return storage.trial_output_dir(ctx.sweep_dir, ctx.sweep_name, trial_id)
 
 

@@ -24,7 +24,7 @@ from tune_helpers import tiny_sweep, write_sweep
 
 from raysweep.cli import main
 from raysweep.names import TRIAL_ARTIFACTS
-from raysweep.tune.storage import driver_outputs_dir
+from raysweep.storage import driver_outputs_dir
 
 pytestmark = pytest.mark.slow
 RAYSWEEP = str(Path(sys.executable).with_name("raysweep"))

@@ -114,12 +114,12 @@ def test_resume_after_the_driver_of_a_ddp_sweep_is_killed(tmp_path: Path, capsys
     assert len(states) == 3 and set(states.values()) == {"TERMINATED"}, states
     # Validations the killed driver had not yet written to MLflow (its tracking writes are queued)
     # are not re-reported by trials continuing from a later checkpoint: the resume backfills them
-    # from the trials' metrics.jsonl (run.backfill_tracking), and a later `raysweep sync` has
+    # from the trials' metrics.jsonl (backfill.backfill_tracking), and a later `raysweep sync` has
     # nothing left to write.
     _, after_resume = _runs(uri, "killed-ddp")
     gaps = {t: sorted(set(STEPS) - {step for step, _ in _history(uri, r.info.run_id)}) for t, r in after_resume.items()}
     print(f"steps missing from MLflow after resume: {gaps}")
-    assert not any(gaps.values()), gaps  # the resume backfilled them (run.backfill_tracking)
+    assert not any(gaps.values()), gaps  # the resume backfilled them (backfill.backfill_tracking)
     assert main(["sync", str(sweep_dir)]) == 0
     assert "already complete, nothing written" in capsys.readouterr().out
     parents, runs = _runs(uri, "killed-ddp")

@@ -55,7 +55,7 @@ def test_refused_credentials_exit_2_naming_the_uri_and_the_variables(
 
 
 def test_trial_outputs_round_trip_through_the_bucket(s3_server: S3Server, tmp_path: Path) -> None:
-    from raysweep.tune.storage import download_outputs, trial_outputs_uri, upload_outputs
+    from raysweep.storage import download_outputs, trial_outputs_uri, upload_outputs
 
     bucket = s3_server.create_bucket("raysweep-round-trip")
     scratch = tmp_path / "scratch"

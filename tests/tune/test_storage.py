@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from tune_helpers import tiny_sweep
 
+from raysweep import storage
 from raysweep.tracking.store import tracking_uri_for
-from raysweep.tune import storage
 from raysweep.tune.load import sweep_from_dict
 
 

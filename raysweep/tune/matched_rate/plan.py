@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from raysweep.tune import storage
+from raysweep import storage
 from raysweep.tune.matched_rate.points import (
     RATE_ERROR,
     OperatingPoint,

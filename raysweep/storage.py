@@ -23,8 +23,8 @@ resolved), so ``file://`` and a plain path give the same sweep directory and the
   operating points before they are copied) go to its local twin ``./runs/<name>``
   (:func:`local_sweep_dir`).
 
-Nothing here imports Ray; :mod:`raysweep.tracking` imports this module (tune.storage imports
-nothing of raysweep at run time, so no import circle can pass through it).
+This module is on the package's ground floor: every layer uses it, and it imports nothing of
+raysweep (nor Ray) at run time.
 """
 
 from __future__ import annotations
