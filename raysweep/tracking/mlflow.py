@@ -19,12 +19,14 @@ No duplicates, no loss:
 
 Tracking never blocks the sweep: the Tune hooks only queue the work (a snapshot of the trial and
 its result) for one writer thread of the driver (:class:`TrackingWriter`), which performs the
-MLflow calls in order, so each run still has one writer and the step rule above holds. While the
-tracking server is unreachable the writer keeps the queue and retries with a capped back-off;
-trials keep training. When the sweep ends the queue is drained for at most
-``tracking.drain_timeout_s``; what is still unsent then is listed in ``tracking_pending.json`` in
-the sweep directory, one line says so, and ``raysweep sync SWEEP_DIR``
-(:mod:`raysweep.tracking.sync`) backfills MLflow from the trials' own files. Only opening the
+MLflow calls in order, so each run still has one writer and the step rule above holds
+(:mod:`raysweep.tracking.writer`: an outage is retried for as long as it lasts while trials keep
+training, a refused update is tried three times and journaled as unsent, at most
+:data:`~raysweep.tracking.writer.MAX_QUEUED` updates are held in memory and the rest spill to the
+sweep's journal, :mod:`raysweep.tracking.journal`). When the sweep ends the queue is drained for at
+most ``tracking.drain_timeout_s``; what is still unsent then is in the journal with its reason, one
+line says so, and ``raysweep sync SWEEP_DIR`` (:mod:`raysweep.tracking.sync`) backfills MLflow from
+the trials' own files. Only opening the
 parent run (``setup``, before any trial starts) is synchronous, so a wrong or dead tracking URI
 still stops the sweep at once with a one-line error.
 
@@ -35,14 +37,14 @@ Statuses (tag ``raysweep.status``): ``running``, ``retrying`` (failed, Tune will
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
 import math
+import pickle
 import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
@@ -53,8 +55,9 @@ from ray import tune
 
 from raysweep.errors import RaysweepError
 from raysweep.names import WITHHELD
-from raysweep.storage import is_uri, local_path, parent_run_key, write_text
+from raysweep.storage import is_uri, local_path, parent_run_key
 from raysweep.tracking import store
+from raysweep.tracking.journal import Journal, journal_path
 from raysweep.tracking.results import (
     ARTIFACT_FILES,
     MLFLOW_STATUS,
@@ -81,6 +84,7 @@ from raysweep.tracking.store import (
     TRIAL_ID_TAG,
     WITHHELD_TAG,
 )
+from raysweep.tracking.writer import Job, TrackingWriter
 
 __all__ = ["ARTIFACT_FILES", "MlflowTrackingCallback", "TrackingWriter", "flatten_params", "mlflow_callback"]
 
@@ -90,13 +94,11 @@ _BATCH_METRICS, _BATCH_PARAMS = 1000, 100  # MLflow's log_batch limits
 
 ParamsFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 OutputDirsFn = Callable[[Any], Sequence[str | Path]]
+#: (trial id, the trial's Tune config) -> its child run's name (the sweep layer's readable names).
+RunNameFn = Callable[[str, Mapping[str, Any]], str]
 
 #: Default of ``tracking.drain_timeout_s``: how long the end of a sweep waits for queued tracking.
 DRAIN_TIMEOUT_S = 300.0
-#: What the end of a sweep writes into the sweep directory when tracking could not be drained.
-PENDING_FILE = "tracking_pending.json"
-_MAX_BACKOFF_S = 10.0  # longest pause between two tries of a job while the server is down
-_REFUSED_ATTEMPTS = 3  # tries of a job the store refuses (not an outage) before it is dropped
 
 
 @dataclass
@@ -116,129 +118,30 @@ class TrialView:
     def __str__(self) -> str:
         return self.name
 
-
-@dataclass
-class _Job:
-    what: str
-    trial_id: str
-    fn: Callable[[], Any]
-
-
-class TrackingWriter:
-    """One background thread performing a callback's MLflow calls in the order they were queued.
-
-    A job that fails because the store is unreachable (:func:`raysweep.tracking.store.is_unreachable`)
-    stays at the head of the queue and is tried again after a back-off capped at 10 s, so per-run
-    order is kept and nothing is skipped; one line says when an outage starts and ends. A job the
-    store refuses is tried three times, then logged, counted (`on_error`) and dropped, so one bad
-    request cannot hold back the rest. Jobs must be safe to repeat after a failure part-way
-    (the callback's are: runs are found by their tags before one is created, metrics carry the
-    timestamp they were queued with, so a repeated write is the same row).
-    """
-
-    def __init__(self, uri: str, on_error: Callable[[], None], max_backoff_s: float = _MAX_BACKOFF_S) -> None:
-        self.uri = uri
-        self._on_error = on_error
-        self._max_backoff_s = max_backoff_s
-        self._queue: deque[_Job] = deque()
-        self._cond = threading.Condition()
-        self._closing = False
-        self._abandoned = False
-        self._outage_since: float | None = None
-        self._thread = threading.Thread(target=self._loop, name="raysweep-tracking-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, what: str, trial_id: str, fn: Callable[[], Any]) -> None:
-        """Queue `fn` (one MLflow update of trial `trial_id`, described by `what`); never blocks."""
-        with self._cond:
-            self._queue.append(_Job(what, trial_id, fn))
-            self._cond.notify_all()
-
-    @property
-    def pending(self) -> int:
-        """Jobs queued or in progress."""
-        with self._cond:
-            return len(self._queue)
-
-    @property
-    def in_outage(self) -> bool:
-        """Whether the last try found the store unreachable."""
-        return self._outage_since is not None
-
-    def drain(self, timeout_s: float) -> list[_Job]:
-        """Wait up to `timeout_s` for every queued job, then stop the thread; returns the jobs not
-        done (empty when all went through)."""
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-            while self._queue and (remaining := deadline - time.monotonic()) > 0:
-                self._cond.wait(remaining)
-            left = list(self._queue)
-            self._abandoned = True
-            self._cond.notify_all()
-        # A job in flight may wait on a request timeout; the thread is a daemon and stops after it.
-        self._thread.join(timeout=2.0 if left else 60.0)
-        return left
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if self._abandoned or not self._queue:
-                    return
-                job = self._queue[0]
-            done = self._run(job)
-            with self._cond:
-                if not done:
-                    return
-                if self._queue and self._queue[0] is job:
-                    self._queue.popleft()
-                self._cond.notify_all()
-
-    def _run(self, job: _Job) -> bool:
-        """Do `job`, retrying as the class docstring says; False when the writer was stopped first."""
-        outages = refusals = 0
-        while True:
+    def to_record(self) -> dict[str, Any]:
+        """This view as JSON for the journal (:func:`view_from_record` reads it back); the
+        checkpoint, a Ray object, as its pickle in base64."""
+        checkpoint = None
+        if self.checkpoint is not None:
             try:
-                job.fn()
-            except Exception as err:  # noqa: BLE001 - tracking never raises into the sweep
-                if store.is_unreachable(err):
-                    self._note_outage(err)
-                    delay = min(self._max_backoff_s, 0.5 * 2 ** min(outages, 8))
-                    outages += 1
-                else:
-                    refusals += 1
-                    if refusals >= _REFUSED_ATTEMPTS:
-                        self._on_error()
-                        logger.error("raysweep tracking: %s of trial %s failed: %s", job.what, job.trial_id, err,
-                                     exc_info=err)
-                        return True
-                    delay = 0.2 * refusals
-                with self._cond:
-                    if self._abandoned:
-                        return False
-                    self._cond.wait(delay)
-                    if self._abandoned:
-                        return False
-                continue
-            self._note_back()
-            return True
+                checkpoint = base64.b64encode(pickle.dumps(self.checkpoint)).decode()
+            except Exception:  # noqa: BLE001 - without it the trial's own folders are still searched
+                checkpoint = None
+        return {"trial_id": self.trial_id, "name": self.name, "config": self.config, "local_path": self.local_path,
+                "path": self.path, "last_result": self.last_result, "checkpoint": checkpoint,
+                "num_failures": self.num_failures}
 
-    def _note_outage(self, err: BaseException) -> None:
-        if self._outage_since is None:
-            self._outage_since = time.monotonic()
-            reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-            print(f"raysweep: tracking at {self.uri} unreachable ({reason}); trials keep running, "
-                  f"{self.pending} updates queued and retried", file=sys.stderr, flush=True)
 
-    def _note_back(self) -> None:
-        if self._outage_since is not None:
-            print(f"raysweep: tracking at {self.uri} answers again after "
-                  f"{time.monotonic() - self._outage_since:.0f} s; sending {self.pending} queued updates",
-                  file=sys.stderr, flush=True)
-            self._outage_since = None
+def view_from_record(record: dict[str, Any]) -> TrialView:
+    """The :class:`TrialView` of :meth:`TrialView.to_record`."""
+    checkpoint = record.get("checkpoint")
+    return TrialView(
+        trial_id=str(record["trial_id"]), name=str(record.get("name", record["trial_id"])),
+        config=dict(record.get("config") or {}), local_path=record.get("local_path"), path=record.get("path"),
+        last_result=dict(record.get("last_result") or {}),
+        checkpoint=pickle.loads(base64.b64decode(checkpoint)) if checkpoint else None,  # noqa: S301 - our own file
+        num_failures=record.get("num_failures", ""),
+    )
 
 
 class MlflowTrackingCallback(tune.Callback):
@@ -260,8 +163,10 @@ class MlflowTrackingCallback(tune.Callback):
             (``final.json``, ``config.yaml``, plots), searched before the trial's own folders
             (``trial.local_path``, ``trial.path`` and their ``train/``) and its last checkpoint.
         drain_timeout_s: how long the end of the sweep waits for queued tracking updates while the
-            store is unreachable before it lists them in ``<storage_path>/tracking_pending.json``
+            store is unreachable before it journals them as unsent (``<storage_path>/tracking_journal.jsonl``)
             for ``raysweep sync`` (``tracking.drain_timeout_s``).
+        run_name_fn: names a new child run from its trial id and Tune config (the sweep layer's
+            :class:`raysweep.tune.run_names.RunNamer`, which sync uses too); default: the trial id.
 
     Example::
 
@@ -280,11 +185,13 @@ class MlflowTrackingCallback(tune.Callback):
         sweep_config: Mapping[str, Any] | None = None,
         output_dirs_fn: OutputDirsFn | None = None,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
+        run_name_fn: RunNameFn | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
+        self.run_name_fn = run_name_fn
         self.drain_timeout_s = float(drain_timeout_s)
         self._writer: TrackingWriter | None = None
-        self.pending_file: str | None = None  # set when the end of the sweep could not send everything
+        self.journal_file = str(journal_path(str(storage_path)))  # the sweep's tracking journal
         self.output_dirs_fn = output_dirs_fn
         self.experiment = experiment
         self.sweep_name = sweep_name
@@ -301,7 +208,7 @@ class MlflowTrackingCallback(tune.Callback):
         self._params_tried: set[str] = set()  # child run ids whose params were logged once
         self._params_full: set[str] = set()  # ... and those logged from the trial's config.yaml
         self.errors = 0  # tracking writes that failed (logged, never raised into the sweep)
-        self.unsent = 0  # updates still queued when the sweep ended (listed in the pending file)
+        self.unsent = 0  # updates not sent when the sweep ended (journaled as unsent)
 
     # ------------------------------------------------------------------ pickling and state
     # No get_state/set_state: MLflow itself is the state. A restored driver finds the parent and
@@ -340,21 +247,42 @@ class MlflowTrackingCallback(tune.Callback):
 
     def _writer_thread(self) -> TrackingWriter:
         if self._writer is None:
-            self._writer = TrackingWriter(self.tracking_uri, self._count_error)
+            self._writer = TrackingWriter(self.tracking_uri, self._count_error, journal=Journal(self.journal_file),
+                                          rebuild=self._rebuild)
         return self._writer
 
     def _count_error(self) -> None:
         self.errors += 1
 
-    def _submit(self, what: str, trial: Any, fn: Callable[[TrialView], Any]) -> None:
-        """Queue `fn` on a snapshot of `trial` for the writer; a failure here is logged, never raised."""
+    def _submit(self, what: str, trial: Any, fn: Callable[[TrialView], Any], **record: Any) -> None:
+        """Queue `fn` on a snapshot of `trial` for the writer, with `record` (``kind`` and its data,
+        JSON) from which :meth:`_rebuild` makes it again after a spill; a failure here is logged,
+        never raised."""
         try:
             view = self.view(trial)
         except Exception:  # noqa: BLE001 - a tracking failure must not kill the sweep's trials
             self.errors += 1
             logger.exception("raysweep tracking: %s of trial %s not queued", what, getattr(trial, "trial_id", trial))
             return
-        self._writer_thread().submit(what, view.trial_id, lambda: fn(view))
+        if record.get("kind") != "close":
+            view.last_result = {}  # only closing a run reads it: not held (or journaled) once per result
+        self._writer_thread().submit(what, view.trial_id, lambda: fn(view), record={**record, "view": view})
+
+    def _rebuild(self, record: dict[str, Any]) -> Callable[[], Any]:
+        """The job of a record read back from the journal (see :meth:`_submit`)."""
+        kind = record["kind"]
+        if kind == "end":
+            return self._close_parent
+        view = view_from_record(record["view"])
+        if kind == "open":
+            return lambda: self._open(view)
+        if kind == "result":
+            return lambda: self.log_result(view, record["result"], record.get("timestamp_ms"))
+        if kind == "recover":
+            return lambda: self._recover(view)
+        if kind == "close":
+            return lambda: self._close(view, error=bool(record["error"]))
+        raise ValueError(f"unknown tracking job kind {kind!r}")
 
     def view(self, trial: Any) -> TrialView:
         """The :class:`TrialView` of a Tune trial now."""
@@ -413,7 +341,8 @@ class MlflowTrackingCallback(tune.Callback):
                 PARENT_TAG: parent, ROLE_TAG: ROLE_TRIAL, TRIAL_ID_TAG: trial_id, SWEEP_TAG: self.sweep_name,
                 STATUS_TAG: "running",
             }
-            run = self.client.create_run(self.experiment_id, run_name=str(trial), tags=tags)
+            name = self.run_name_fn(trial_id, trial.config) if self.run_name_fn is not None else str(trial)
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
             run_id = run.info.run_id
         self._runs[trial_id] = run_id
         return run_id
@@ -466,17 +395,18 @@ class MlflowTrackingCallback(tune.Callback):
     # Each hook only queues its work (module docstring); the writer thread does it in order.
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Create (or continue) the trial's child run and tag it running."""
-        self._submit("start", trial, self._open)
+        self._submit("start", trial, self._open, kind="open")
 
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """A trial restored from a checkpoint continues its child run."""
-        self._submit("restore", trial, self._open)
+        self._submit("restore", trial, self._open, kind="open")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         """Log every numeric metric of one validation at ``step=`` its training step (one
         ``log_batch`` call); steps already logged for the run are skipped (module docstring)."""
         snapshot, queued_ms = dict(result), int(time.time() * 1000)
-        self._submit("result", trial, lambda view: self.log_result(view, snapshot, queued_ms))
+        self._submit("result", trial, lambda view: self.log_result(view, snapshot, queued_ms), kind="result",
+                     result=snapshot, timestamp_ms=queued_ms)
 
     def log_result(self, trial: Any, result: Mapping[str, Any], timestamp_ms: int | None = None) -> bool:
         """Log one result (with `timestamp_ms`, when it was reported; default now); returns False
@@ -512,7 +442,7 @@ class MlflowTrackingCallback(tune.Callback):
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """The trial failed and Tune will retry it: tag ``retrying`` and the failure count."""
-        self._submit("recover", trial, self._recover)
+        self._submit("recover", trial, self._recover, kind="recover")
 
     def _recover(self, trial: TrialView) -> None:
         run_id = self.run_id_for(trial)
@@ -521,22 +451,23 @@ class MlflowTrackingCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Finished, diverged or stopped early: status tag, artifacts, run terminated."""
-        self._submit("complete", trial, lambda view: self._close(view, error=False))
+        self._submit("complete", trial, lambda view: self._close(view, error=False), kind="close", error=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Failed for good (retries exhausted): status ``error``, artifacts and Tune's error.txt."""
-        self._submit("error", trial, lambda view: self._close(view, error=True))
+        self._submit("error", trial, lambda view: self._close(view, error=True), kind="close", error=True)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close the parent run with a count of trials per status, after every queued update; if
         the store stays unreachable for ``drain_timeout_s``, list what is unsent (module docstring)."""
         writer = self._writer_thread()
-        writer.submit("experiment end", "sweep", self._close_parent)
+        writer.submit("experiment end", "sweep", self._close_parent, record={"kind": "end"})
         left = writer.drain(self.drain_timeout_s)
+        spilled = writer.spilled  # still in the journal when the drain gave up
         self._writer = None
-        if left:
-            self.unsent = len(left)
-            self._record_unsent(left)
+        if left or spilled:
+            self.unsent = len(left) + spilled
+            self._report_unsent(left, spilled)
 
     def _close_parent(self) -> None:
         if self.parent_run_id is None:
@@ -559,24 +490,14 @@ class MlflowTrackingCallback(tune.Callback):
         self.client.set_tag(self.parent_run_id, STATUS_TAG, "finished")
         self._terminate(self.parent_run_id, "FINISHED")
 
-    def _record_unsent(self, left: list[_Job]) -> None:
-        """Write the pending file (what could not be sent, by trial) and say so in one line."""
-        by_trial: dict[str, list[str]] = {}
-        for job in left:
-            by_trial.setdefault(job.trial_id, []).append(job.what)
-        path = f"{self.storage_path.rstrip('/')}/{PENDING_FILE}"
-        record = {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "sweep": self.sweep_name,
-                  "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unsent": by_trial}
+    def _report_unsent(self, left: list[Job], spilled: int) -> None:
+        """Say in one line what the writer journaled as unsent when the sweep ended."""
+        trials = {job.trial_id for job in left}
         sweep_dir = self.storage_path if is_uri(self.storage_path) else str(local_path(self.storage_path))
-        try:
-            write_text(path, json.dumps(record, indent=1) + "\n")
-            self.pending_file = path
-            where = f"listed in {path}"
-        except OSError as err:
-            where = f"could not list them in {path}: {err}"
         print(f"raysweep: tracking at {self.tracking_uri} still unreachable after {self.drain_timeout_s:g} s: "
-              f"{len(left)} updates of {len(by_trial)} trials not sent ({where}); the trials' files hold them: "
-              f"run `raysweep sync {sweep_dir}` once it answers", file=sys.stderr, flush=True)
+              f"{self.unsent} updates ({len(trials)} trials in memory, {spilled} spilled) not sent, journaled in "
+              f"{self.journal_file}; the trials' files hold them: run `raysweep sync {sweep_dir}` once it answers",
+              file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ ending a trial
     def _close(self, trial: Any, error: bool) -> None:
@@ -613,6 +534,7 @@ def mlflow_callback(
     sweep_config: Mapping[str, Any] | None = None,
     output_dirs_fn: OutputDirsFn | None = None,
     drain_timeout_s: float = DRAIN_TIMEOUT_S,
+    run_name_fn: RunNameFn | None = None,
 ) -> MlflowTrackingCallback:
     """The callback the sweep runner adds to ``RunConfig(callbacks=...)``.
 
@@ -627,9 +549,11 @@ def mlflow_callback(
         sweep_config: see :class:`MlflowTrackingCallback`.
         output_dirs_fn: see :class:`MlflowTrackingCallback`.
         drain_timeout_s: see :class:`MlflowTrackingCallback` (``tracking.drain_timeout_s``).
+        run_name_fn: see :class:`MlflowTrackingCallback`.
     """
     uri = store.tracking_uri_for(storage_dir, tracking_uri)
     return MlflowTrackingCallback(
         uri, experiment or sweep_name, sweep_name, parent_run_key(storage_dir, sweep_name), params_fn=params_fn,
         sweep_config=sweep_config, output_dirs_fn=output_dirs_fn, drain_timeout_s=drain_timeout_s,
+        run_name_fn=run_name_fn,
     )

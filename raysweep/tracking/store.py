@@ -73,8 +73,16 @@ def tracking_uri_for(storage_dir: str | Path | None, uri_or_none: str | None) ->
     """
     if uri_or_none:
         uri = uri_or_none.strip()
-        if uri.startswith(_SERVER_SCHEMES) or uri.startswith(_DB_SCHEMES) or uri.startswith("file:"):
+        if uri.startswith(_SERVER_SCHEMES) or uri.startswith(_DB_SCHEMES):
             return uri
+        if uri.startswith("file:") or uri.startswith(("/", "./", "~")):
+            # Refused rather than made idempotent: MLflow's file store appends a metric row even when
+            # the same (key, value, timestamp, step) is logged again, so a replayed batch counts twice
+            # there (once on SQLite), and MLflow 3 deprecated that store.
+            raise RaysweepError(
+                f"tracking.uri {uri!r}: MLflow's file store is not supported (deprecated in MLflow 3, and it logs a "
+                "replayed metric twice): use sqlite:///path/mlflow.db or an http(s):// tracking server"
+            )
         raise RaysweepError(
             f"tracking.uri {uri!r}: expected an http(s)://host:port tracking server or a sqlite:///path/mlflow.db "
             "store (or leave it out for <storage>/mlflow.db)"
@@ -194,13 +202,43 @@ def use_driver_http_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+#: HTTP statuses that mean a gateway in front of the store could not reach it (an outage), as
+#: opposed to any other status, which the store itself answered (a refusal, retried a bounded number
+#: of times).
+OUTAGE_STATUSES = frozenset({502, 503, 504})
+# How MLflow's client reports a status: after its own retries ("too many 500 error responses",
+# urllib3's words), or at once ("failed with error code 500 != 200").
+_STATUS_TEXT = re.compile(r"too many (\d{3}) error responses|failed with error code (\d{3})")
+
+
+def http_status(err: BaseException) -> int | None:
+    """The HTTP status a tracking server (or a gateway before it) answered with, found anywhere in
+    `err`'s chain; ``None`` when no HTTP answer came (refused, reset, timed out) or the store is not HTTP."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(getattr(response, "status_code", None), int):
+            return int(response.status_code)
+        match = _STATUS_TEXT.search(str(current))
+        if match:
+            return int(match.group(1) or match.group(2))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def is_unreachable(err: BaseException) -> bool:
-    """Whether `err` means the tracking store could not be reached (connection refused or reset,
-    a timeout, a gateway's 502/503/504 after the client's retries, a locked SQLite file), as
-    opposed to a request the store refused: the first kind is worth retrying until it answers."""
+    """Whether `err` is an outage of the tracking store (connection refused or reset, a timeout, a
+    gateway's 502/503/504, a locked SQLite file), worth retrying for as long as it lasts, as opposed
+    to an answer of the store itself (any other 4xx/5xx: a persistent 500 included), which the
+    writer tries a bounded number of times (:mod:`raysweep.tracking.writer`)."""
     import requests
     from sqlalchemy.exc import OperationalError
 
+    status = http_status(err)
+    if status is not None:
+        return status in OUTAGE_STATUSES
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
@@ -212,9 +250,18 @@ def is_unreachable(err: BaseException) -> bool:
             return True
         text = str(current)
         if "failed with exception" in text and ("Max retries exceeded" in text or "Connection" in text):
-            return True
+            return True  # no status in it (checked above): refused, reset or timed out
         current = current.__cause__ or current.__context__
     return False
+
+
+def error_reason(err: BaseException, limit: int = 300) -> str:
+    """`err` in one line of at most `limit` characters (the journal's reason for an unsent job)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    status = http_status(err)
+    head = f"{type(err).__name__}" + (f" (HTTP {status})" if status is not None else "")
+    line = f"{head}: {text}"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def unreachable_message(uri: str, err: BaseException) -> str:

@@ -2,9 +2,10 @@
 
 The tracking callback (:mod:`raysweep.tracking.mlflow`) buffers what it cannot send while the
 tracking server is down and replays it when the server is back; if the sweep ends first and the
-server stays down past ``tracking.drain_timeout_s``, the rest is listed in
-``<sweep dir>/tracking_pending.json``. Nothing is lost even then, because every trial keeps its own
-record on disk (or in the bucket), and this command writes MLflow from it:
+server stays down past ``tracking.drain_timeout_s``, or the driver is killed, or the store refuses
+an update, the sweep's journal says so (:mod:`raysweep.tracking.journal`; older sweeps:
+``tracking_pending.json``). Nothing is lost even then, because every trial keeps its own record on
+disk (or in the bucket), and this command writes MLflow from it:
 
 - Tune's ``result.json`` in the trial's folder (every reported result, exactly what the callback
   logs) and the loop's ``metrics.jsonl`` for every validation ``result.json`` lacks (one reported
@@ -15,7 +16,13 @@ record on disk (or in the bucket), and this command writes MLflow from it:
   ``error.txt``: artifacts the run does not have yet, for trials that ended;
 - Tune's experiment state (``experiment_state-*.json``): a trial that ended but whose run is
   still ``running`` gets the status the callback would have given it and is terminated; the
-  parent run gets its per-status counts and is closed when every trial has ended.
+  parent run gets its per-status counts and is closed when every trial has ended;
+- the same experiment state: each trial's failure count (tag ``raysweep.failures``, as the callback
+  sets it on a retry), and the journal: the parent's ``raysweep.tracking_errors`` when the callback
+  never set it.
+
+Once MLflow holds the whole sweep (every trial ended), the journal and an older
+``tracking_pending.json`` are removed.
 
 Runs are found by their tags exactly as the callback finds them (:mod:`raysweep.tracking.store`:
 the parent by sweep name and sweep directory, a child by trial id under the parent), so a run is
@@ -38,7 +45,7 @@ from typing import Any
 from raysweep import storage
 from raysweep.errors import RaysweepError
 from raysweep.names import WITHHELD
-from raysweep.tracking import store
+from raysweep.tracking import journal, store
 from raysweep.tracking.results import (
     ARTIFACT_FILES,
     MLFLOW_STATUS,
@@ -68,7 +75,8 @@ from raysweep.tracking.store import (
 TUNE_RESULTS = "result.json"
 TUNE_PARAMS = "params.json"
 TUNE_ERROR = "error.txt"
-PENDING_FILE = "tracking_pending.json"  # as raysweep.tracking.mlflow.PENDING_FILE (that module imports Ray)
+FAILURES_TAG = "raysweep.failures"  # how often Tune retried the trial (the callback sets it on each retry)
+TRACKING_ERRORS_TAG = "raysweep.tracking_errors"  # on the parent: updates the store refused
 _ENDED = {"TERMINATED": False, "ERROR": True}  # Tune trial status -> ended in error
 _RUNNING_TAGS = ("", "running", "retrying", "unknown")
 _BATCH_METRICS, _BATCH_PARAMS = 1000, 100  # MLflow's log_batch limits
@@ -83,6 +91,7 @@ class TrialRecord:
     results: list[dict[str, Any]]  # reported results, in order
     folders: list[Path]  # local folders that hold its output files
     tune_status: str | None  # TERMINATED, ERROR, RUNNING, PENDING... (None: no experiment state names it)
+    num_failures: int = 0  # Tune's count of the trial's failures (retries), from its experiment state
 
 
 @dataclass
@@ -149,18 +158,25 @@ def _json_lines(text: str | None) -> list[dict[str, Any]]:
     return rows
 
 
-def tune_statuses(sweep_dir: str, entries: list[tuple[str, bool]]) -> dict[str, str]:
+def tune_statuses(sweep_dir: str, entries: list[tuple[str, bool]],
+                  failures: dict[str, int] | None = None) -> dict[str, str]:
     """Trial id -> status from every Tune experiment state in the sweep directory, older files
-    first (an extended sweep has one per Tune experiment run in it; the newest word wins)."""
+    first (an extended sweep has one per Tune experiment run in it; the newest word wins); each
+    trial's failure count goes into `failures` when given."""
     statuses: dict[str, str] = {}
     for name, is_dir in entries:
         if is_dir or not (name.startswith("experiment_state") and name.endswith(".json")):
             continue
         try:
             state = json.loads(_read(f"{sweep_dir}/{name}") or "{}")
-            for trial_json, _ in state.get("trial_data", []):
+            for trial_json, runtime_json in state.get("trial_data", []):
                 trial = json.loads(trial_json)
                 statuses[str(trial["trial_id"])] = str(trial["status"])
+                if failures is not None:
+                    runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
+                    count = runtime.get("num_failures") if isinstance(runtime, dict) else None
+                    if isinstance(count, int):
+                        failures[str(trial["trial_id"])] = count
         except (ValueError, KeyError, TypeError):
             continue
     return statuses
@@ -217,7 +233,8 @@ def read_trials(sweep_dir: str, sweep_name: str, flat_params: FlatParams | None 
     :func:`raysweep.tune.space.flat_trial_params`); without it only the loop's ``config.yaml`` counts.
     """
     entries = list_dir(sweep_dir)
-    statuses = tune_statuses(sweep_dir, entries)
+    failures: dict[str, int] = {}
+    statuses = tune_statuses(sweep_dir, entries, failures)
     records = []
     for name, is_dir in entries:
         if not is_dir:
@@ -236,7 +253,7 @@ def read_trials(sweep_dir: str, sweep_name: str, flat_params: FlatParams | None 
         results = _json_lines(_read(f"{trial_dir}/{TUNE_RESULTS}"))
         if "metrics.jsonl" in found:
             results = _with_loop_validations(results, found["metrics.jsonl"])
-        records.append(TrialRecord(name, params, results, folders, statuses.get(name)))
+        records.append(TrialRecord(name, params, results, folders, statuses.get(name), failures.get(name, 0)))
     return records
 
 
@@ -268,12 +285,13 @@ class _Syncer:
         self.report.runs_created += 1
         return self.client.get_run(parent.info.run_id)
 
-    def child(self, existing: dict[str, Any], parent_id: str, sweep_name: str, trial_id: str) -> Any:
+    def child(self, existing: dict[str, Any], parent_id: str, sweep_name: str, trial_id: str,
+              run_name: str | None = None) -> Any:
         if trial_id in existing:
             return existing[trial_id]
         tags = {PARENT_TAG: parent_id, ROLE_TAG: ROLE_TRIAL, TRIAL_ID_TAG: trial_id, SWEEP_TAG: sweep_name,
                 STATUS_TAG: "running"}
-        run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=run_name or trial_id, tags=tags)
         self.report.runs_created += 1
         return self.client.get_run(run.info.run_id)
 
@@ -339,7 +357,14 @@ class _Syncer:
             self.terminate(run.info.run_id, MLFLOW_STATUS[status])
             self.report.statuses += 1
 
-    def close_parent(self, parent_id: str) -> None:
+    def failures(self, run: Any, trial: TrialRecord) -> None:
+        """The trial's failure count, as the callback tags it on each retry (none when it never failed)."""
+        if trial.num_failures > 0:
+            self.set_tag(run, FAILURES_TAG, str(trial.num_failures))
+
+    def close_parent(self, parent_id: str, refused: int) -> None:
+        """Per-status counts, the count of refused updates (when the callback never set it) and the
+        parent closed."""
         children = store.search_all(self.client, [self.experiment_id], f"tags.`{PARENT_TAG}` = {store.quote(parent_id)}")
         counts: dict[str, int] = {}
         for run in children:
@@ -353,27 +378,12 @@ class _Syncer:
         for status, count in counts.items():
             self.set_tag(parent, f"raysweep.trials.{status}", str(count))
         self.set_tag(parent, "raysweep.trials", str(len(children)))
+        if TRACKING_ERRORS_TAG not in parent.data.tags:
+            self.set_tag(parent, TRACKING_ERRORS_TAG, str(refused))
         if parent.data.tags.get(STATUS_TAG) != "finished" or parent.info.status != "FINISHED":
             self.client.set_tag(parent_id, STATUS_TAG, "finished")
             self.terminate(parent_id, "FINISHED")
             self.report.statuses += 1
-
-
-def _remove_pending(sweep_dir: str) -> bool:
-    path = f"{sweep_dir}/{PENDING_FILE}"
-    if not storage.is_uri(sweep_dir):
-        file = storage.local_path(path)
-        if file.is_file():
-            file.unlink()
-            return True
-        return False
-    import pyarrow.fs
-
-    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
-    if fs.get_file_info(inner).type == pyarrow.fs.FileType.NotFound:
-        return False
-    fs.delete_file(inner)
-    return True
 
 
 @dataclass(frozen=True)
@@ -387,6 +397,8 @@ class SweepRecord:
         experiment: the MLflow experiment (the sweep's ``tracking.experiment``, else its name).
         config: the resolved sweep as plain JSON (the parent run's params).
         flat_params: Tune's trial config -> the run's flat params.
+        run_name: (trial id, the run's flat params) -> the name of a child run sync creates, as the
+            tracking callback names it (the sweep layer's :class:`raysweep.tune.run_names.RunNamer`).
     """
 
     name: str
@@ -394,6 +406,7 @@ class SweepRecord:
     experiment: str
     config: dict[str, Any]
     flat_params: FlatParams | None = None
+    run_name: Callable[[str, dict[str, Any]], str] | None = None
 
 
 def sync_sweep(sweep_dir: str, sweep: SweepRecord, tracking_uri: str | None = None) -> SyncReport:
@@ -427,9 +440,11 @@ def sync_sweep(sweep_dir: str, sweep: SweepRecord, tracking_uri: str | None = No
         for run in sorted(children, key=lambda r: r.info.start_time):
             existing.setdefault(run.data.tags.get(TRIAL_ID_TAG, ""), run)
         for trial in trials:
-            run = syncer.child(existing, parent_id, sweep.name, trial.trial_id)
+            name = sweep.run_name(trial.trial_id, trial.params) if sweep.run_name is not None else None
+            run = syncer.child(existing, parent_id, sweep.name, trial.trial_id, run_name=name)
             syncer.params(run, trial.params)
             syncer.metrics(run, trial.results)
+            syncer.failures(run, trial)
             ended = trial.tune_status in _ENDED or (
                 trial.tune_status is None and "final.json" in find_files(trial.folders, ("final.json",)))
             if not ended:
@@ -440,7 +455,7 @@ def sync_sweep(sweep_dir: str, sweep: SweepRecord, tracking_uri: str | None = No
             syncer.artifacts(run, trial.folders, error)
             syncer.status(run, trial, error)
         if not report.not_ended:
-            syncer.close_parent(parent_id)
+            syncer.close_parent(parent_id, journal.read_state(sweep_dir).refused)
     except RaysweepError:
         raise
     except Exception as err:
@@ -450,5 +465,5 @@ def sync_sweep(sweep_dir: str, sweep: SweepRecord, tracking_uri: str | None = No
                 "again once it answers") from None
         raise
     if not report.not_ended:
-        report.pending_removed = _remove_pending(sweep_dir)
+        report.pending_removed = journal.remove(sweep_dir)
     return report

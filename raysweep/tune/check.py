@@ -13,8 +13,9 @@ than a hang or a traceback after Ray is up:
 
 - ``--address``: a TCP connection to the Ray head is tried with a short timeout first (Ray's own
   connect waits a minute or more for a head that is not there, then raises ``ConnectionError``).
-- ``tracking.uri``: a scheme MLflow stores runs under (``sqlite:``, ``file:``, ``http(s)://``,
-  ``databricks``, SQLAlchemy databases); an ``http(s)://`` server must answer within a few
+- ``tracking.uri``: a scheme MLflow stores runs under (``sqlite:``, ``http(s)://``, ``databricks``,
+  SQLAlchemy databases; MLflow's ``file:`` store is refused, as it duplicates replayed metrics and
+  MLflow 3 deprecated it); an ``http(s)://`` server must answer within a few
   seconds (MLflow's client retries an unreachable server for minutes).
 - ``data.root`` of folder datasets: it must exist and hold images when this machine can see it.
   With local Ray the trials run here, so a root missing here is an error; on a cluster

@@ -24,6 +24,7 @@ from sweep_helpers import free_port, init_ray, stop_process_group, wait_for_heal
 from tiny_trial import tiny_trial_tree
 
 from raysweep.cli import main
+from raysweep.tracking import journal
 from raysweep.tracking.store import (
     PARENT_TAG,
     ROLE_SWEEP,
@@ -33,6 +34,7 @@ from raysweep.tracking.store import (
     make_client,
     search_all,
 )
+from raysweep.tracking.writer import END_REASON
 from raysweep.tune.load import sweep_from_dict
 from raysweep.tune.run import run_sweep
 
@@ -231,10 +233,10 @@ def test_outage_past_the_end_is_backfilled_by_sync(ray_two_cpus: None, server: M
         controller.join(timeout=400)
     ended = time.monotonic()
     sweep_dir = tmp_path / "runs" / "late"
-    # The whole sweep ran while tracking was down, and ended with one line and the pending list.
+    # The whole sweep ran while tracking was down, and ended with one line and the journal.
     assert timeline.between("complete", times["down"], ended) == TRIALS
-    pending = json.loads((sweep_dir / "tracking_pending.json").read_text())
-    assert pending["tracking_uri"] == server.url and pending["unsent"]
+    state = journal.read_state(str(sweep_dir))
+    assert state.unsent and set(state.reasons) == {END_REASON} and not state.interrupted
     notice = [line for line in capfd.readouterr().err.splitlines() if "still unreachable" in line]
     assert len(notice) == 1 and "raysweep sync" in notice[0]
     with capfd.disabled():
@@ -245,8 +247,77 @@ def test_outage_past_the_end_is_backfilled_by_sync(ray_two_cpus: None, server: M
     assert main(["sync", str(sweep_dir)]) == 0
     assert "created" in capfd.readouterr().out
     check_tracked(server.url, "late", sweep_dir)
-    assert not (sweep_dir / "tracking_pending.json").exists()
+    assert not (sweep_dir / journal.JOURNAL_FILE).exists()
     before = mlflow_state(server.url, "late")
     assert main(["sync", str(sweep_dir)]) == 0
     assert "nothing written" in capfd.readouterr().out
     assert mlflow_state(server.url, "late") == before
+
+
+def _child_tags(url: str, name: str) -> dict[str, dict[str, str]]:
+    client = make_client(url)
+    experiment_id = client.get_experiment_by_name(name).experiment_id
+    return {run.data.tags.get(TRIAL_ID_TAG, "parent"): dict(run.data.tags) for run in search_all(client, [experiment_id])}
+
+
+def test_driver_killed_mid_outage_is_noticed_and_synced(ray_two_cpus: None, server: MlflowServer, tmp_path: Path,
+                                                        capfd: pytest.CaptureFixture[str]) -> None:
+    import ray
+    import yaml
+
+    storage = tmp_path / "runs"
+    sweep_dir = storage / "killed"
+    trial = tiny_trial_tree(**{"train.max_steps": 100, "train.val_every": 10})
+    path = tmp_path / "killed.yaml"
+    path.write_text(yaml.safe_dump({"name": "killed", "trial": trial, "search": {"mode": "grid", "seeds": [0, 1]},
+                                    "tracking": {"uri": server.url, "drain_timeout_s": 3}}))
+    log = tmp_path / "driver.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen(
+            [str(Path(sys.executable).with_name("raysweep")), "sweep", str(path), "--storage", str(storage),
+             "--address", ray.get_runtime_context().gcs_address],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    journal_file = sweep_dir / journal.JOURNAL_FILE
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not list(sweep_dir.glob("*/result.json")):
+            assert driver.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        server.kill()
+        while time.monotonic() < deadline and '"outage"' not in (journal_file.read_text() if journal_file.exists() else ""):
+            assert driver.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        os.kill(driver.pid, signal.SIGKILL)  # mid-outage: its queue in memory is gone
+        driver.wait(timeout=30)
+    finally:
+        stop_process_group(driver)
+    assert journal.read_state(str(sweep_dir)).interrupted == 1
+
+    server.start()
+    capfd.readouterr()
+    assert main(["resume", str(sweep_dir)]) == 0
+    notices = [line for line in capfd.readouterr().err.splitlines() if "unsent jobs" in line]
+    assert len(notices) == 1 and f"raysweep sync {sweep_dir}" in notices[0]
+    assert main(["sync", str(sweep_dir)]) == 0
+    capfd.readouterr()
+    client = make_client(server.url)
+    experiment_id = client.get_experiment_by_name("killed").experiment_id
+    children = search_all(client, [experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
+    trial_dirs = {d.name: d for d in sweep_dir.iterdir() if (d / "params.json").is_file()}
+    assert sorted(c.data.tags[TRIAL_ID_TAG] for c in children) == sorted(trial_dirs)  # every trial once
+    for child in children:
+        expected = _result_steps(trial_dirs[child.data.tags[TRIAL_ID_TAG]])
+        assert expected == list(range(10, 101, 10))
+        for metric in ("step", "rate", "psnr"):
+            assert sorted(m.step for m in client.get_metric_history(child.info.run_id, metric)) == expected
+        assert child.data.tags[STATUS_TAG] == "finished" and child.info.status == "FINISHED"
+        assert {"raysweep.dataset", "raysweep.loss", "raysweep.model", "raysweep.sweep"} <= set(child.data.tags)
+    tags = _child_tags(server.url, "killed")
+    parent = tags["parent"]
+    assert parent["raysweep.trials"] == "2" and parent["raysweep.trials.finished"] == "2"
+    assert parent[STATUS_TAG] == "finished" and "raysweep.tracking_errors" in parent
+    assert not journal_file.exists() and journal.unsent_notice(str(sweep_dir)) is None
+    before = mlflow_state(server.url, "killed")
+    assert main(["sync", str(sweep_dir)]) == 0
+    assert "nothing written" in capfd.readouterr().out
+    assert mlflow_state(server.url, "killed") == before

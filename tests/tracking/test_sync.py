@@ -90,3 +90,47 @@ def test_sync_rebuilds_a_sweep_in_an_empty_store(ray_two_cpus: None, tmp_path: P
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and dead in lines[0] and "no MLflow tracking server answers" in lines[0]
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.slow
+def test_sync_restores_every_tag_the_callback_writes(ray_two_cpus: None, tmp_path: Path) -> None:
+    """A retried trial (``raysweep.failures``) tracked by the callback, then rebuilt by sync in an
+    empty store: every tag of every run is the same (MLflow's own bookkeeping tags aside), and an
+    older sweep's ``tracking_pending.json`` is read by the notice and removed."""
+    from sweep_helpers import run_sweep as run_tuner
+    from sweep_helpers import tiny_trial_dict
+
+    from raysweep.tracking import journal
+    from raysweep.tracking.mlflow import mlflow_callback
+    from raysweep.tracking.results import flatten_params
+    from raysweep.tracking.sync import SweepRecord, sync_sweep
+
+    callback = mlflow_callback(tmp_path, "retried")
+    space = {"trial": tiny_trial_dict(**{"train.max_steps": 40}), "_fail_at_step": 30,
+             "_fail_marker": str(tmp_path / "failed_once")}
+    assert not run_tuner(tmp_path, "retried", space, callback, max_failures=1, max_concurrent=1).errors
+    sweep_dir = str(tmp_path / "retried")
+    # A raw Tuner names the trial's folder trainable_<id>_...; raysweep's sweeps (what sync reads) name it <id>.
+    [folder] = [d for d in (tmp_path / "retried").iterdir() if (d / "params.json").is_file()]
+    folder.rename(folder.with_name(folder.name.split("_", 1)[1].rsplit("_", 3)[0]))
+    (tmp_path / "retried" / journal.LEGACY_PENDING_FILE).write_text('{"unsent": {"t1": ["result", "complete"]}}')
+    assert journal.read_state(sweep_dir).unsent == 2 and "raysweep sync" in (journal.unsent_notice(sweep_dir) or "")
+
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    record = SweepRecord(name="retried", tracking_uri=None, experiment="retried", config={}, flat_params=flatten_params)
+    sync_sweep(sweep_dir, record, tracking_uri=fresh)
+
+    def tags(uri: str) -> dict[str, dict[str, str]]:
+        client = make_client(uri)
+        experiment_id = client.get_experiment_by_name("retried").experiment_id
+        own = {"mlflow.parentRunId", "mlflow.runName", "mlflow.user", "mlflow.source.name", "mlflow.source.type",
+               "mlflow.source.git.commit", "mlflow.log-model.history"}
+        return {run.data.tags.get(TRIAL_ID_TAG, "parent"): {k: v for k, v in run.data.tags.items() if k not in own}
+                for run in search_all(client, [experiment_id])}
+
+    tracked, rebuilt = tags(callback.tracking_uri), tags(fresh)
+    [trial_id] = [key for key in tracked if key != "parent"]
+    assert tracked[trial_id]["raysweep.failures"] == "1"
+    assert rebuilt == tracked
+    assert not (tmp_path / "retried" / journal.LEGACY_PENDING_FILE).exists()
+    assert journal.unsent_notice(sweep_dir) is None

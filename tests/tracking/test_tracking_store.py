@@ -35,7 +35,8 @@ def test_tracking_uri_passes_servers_and_databases_through(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("storage", "uri", "needle"),
-    [("/tmp/x", "ftp://host/db", "tracking.uri 'ftp://host/db'"), ("s3://bucket/sweeps", None, "not a local folder")],
+    [("/tmp/x", "ftp://host/db", "tracking.uri 'ftp://host/db'"), ("s3://bucket/sweeps", None, "not a local folder"),
+     ("/tmp/x", "file:///tmp/x/mlruns", "use sqlite:///"), ("/tmp/x", "./mlruns", "file store is not supported")],
 )
 def test_tracking_uri_errors_are_one_line(storage: str, uri: str | None, needle: str) -> None:
     with pytest.raises(RaysweepError) as err:
@@ -115,3 +116,15 @@ def test_deleted_and_unknown_experiments_are_one_line_errors(tmp_path: Path) -> 
         get_or_create_experiment(client, "gone")
     with pytest.raises(RaysweepError, match="--experiment 'nope': no such experiment"):
         find_experiment(client, "nope")
+
+
+def test_a_file_store_is_refused_in_one_line_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """MLflow's file store keeps a replayed batch twice (SQLite once) and MLflow 3 deprecated it:
+    refused wherever a tracking URI is given, here ``raysweep report --tracking-uri``."""
+    from raysweep.cli import main
+
+    uri = f"file://{tmp_path}/mlruns"
+    assert main(["report", "--experiment", "e", "--tracking-uri", uri, "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and uri in lines[0] and "sqlite:///" in lines[0] and "deprecated" in lines[0]
+    assert not (tmp_path / "mlruns").exists()
