@@ -63,6 +63,13 @@ def _sweep_file(w: Path, name: str, trial: dict[str, object] | None = None, **bl
     return str(write_sweep(w / "sweeps", raw))
 
 
+def _trial_twice(w: Path) -> str:
+    """A sweep file whose trial block gives objective.beta nested and dotted, with two values."""
+    raw = tiny_sweep("trial_twice")
+    raw["trial"]["objective.beta"] = 0.5
+    return str(write_sweep(w / "sweeps", raw))
+
+
 def _train_run(folder: Path, trial_file: Path) -> Path:
     """A finished run of the tiny trial (20 steps: checkpoints at steps 10 and 20) in ``folder/run``."""
     out = folder / "run"
@@ -132,6 +139,21 @@ def build_cases(w: Path) -> tuple[dict[str, Case], int]:
                                     ["search.grid.objective.beta", "at least one value"]),
         "validate-empty-grid-set": Case(["validate", good, "--set", "search.grid.objective.beta=[]"],
                                         ["search.grid.objective.beta", "at least one value"]),
+        # One key in two spellings (nested and dotted) with two values: refused, never one silently dropped.
+        "validate-grid-key-twice": Case(["validate", _sweep_file(w, "grid_twice", search={"mode": "grid", "grid": {
+            "objective": {"beta": [0.5]}, "objective.beta": [0.01]}})],
+            ["search.grid", "objective.beta is given twice", "objective: {beta}", "as objective.beta"]),
+        "validate-grid-empty-beside-dotted": Case(["validate", _sweep_file(w, "grid_empty_twice", search={
+            "mode": "grid", "grid": {"objective": {"beta": []}, "objective.beta": [0.01]}})],
+            ["search.grid", "objective.beta is given twice", "objective: {beta}", "as objective.beta"]),
+        "validate-cell-key-twice": Case(["validate", _sweep_file(w, "cell_twice", search={"mode": "grid", "cells": [
+            {"loss": {"neural": "box_blur"}, "loss.neural": "none"}]})],
+            ["search.cells[0]", "loss.neural is given twice", "loss: {neural}", "as loss.neural"]),
+        "validate-trial-key-twice": Case(["validate", _trial_twice(w)],
+                                         ["trial:", "objective.beta is given twice", "objective: {beta}"]),
+        "validate-set-key-twice": Case(["validate", good, "--set", "objective.beta=0.5", "--set",
+                                        "trial.objective.beta=0.2"],
+                                       ["--set objective.beta=0.5", "--set trial.objective.beta=0.2"]),
         "validate-bad-mode": Case(["validate", _sweep_file(w, "bad_mode", search={"mode": "gridd"})], ["search.mode"]),
         "validate-zero-workers": Case(["validate", _sweep_file(w, "zero_workers", resources={"workers": 0})],
                                       ["resources.workers"]),
@@ -222,7 +244,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, s
 CASE_IDS = [
     "validate-missing-file", "validate-not-yaml", "validate-trial-file", "validate-unknown-key", "validate-wrong-type",
     "validate-negative-size", "validate-negative-set", "validate-bad-set-syntax", "validate-set-unknown-key",
-    "validate-empty-grid", "validate-empty-grid-set", "validate-bad-mode", "validate-zero-workers",
+    "validate-empty-grid", "validate-empty-grid-set", "validate-grid-key-twice", "validate-grid-empty-beside-dotted",
+    "validate-cell-key-twice", "validate-trial-key-twice", "validate-set-key-twice", "validate-bad-mode", "validate-zero-workers",
     "validate-ftp-tracking", "validate-dead-tracking", "validate-missing-root", "validate-empty-root",
     "validate-dead-address", "validate-bad-address", "validate-missing-cluster-file",
     "sweep-dead-address", "sweep-dead-tracking", "sweep-ftp-tracking", "sweep-missing-root", "sweep-missing-file",

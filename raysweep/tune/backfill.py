@@ -13,6 +13,7 @@ from raysweep import storage
 from raysweep.errors import RaysweepError
 from raysweep.tracking.sync import SweepRecord, SyncReport, sync_sweep
 from raysweep.tune.load import load_sweep_dir
+from raysweep.tune.run_names import run_namer
 from raysweep.tune.space import flat_trial_params
 
 
@@ -21,7 +22,8 @@ def sweep_record(sweep_dir: str) -> SweepRecord:
     sweep = load_sweep_dir(sweep_dir)
     return SweepRecord(name=sweep.name, tracking_uri=sweep.tracking.uri,
                        experiment=sweep.tracking.experiment or sweep.name,
-                       config=sweep.model_dump(mode="json"), flat_params=flat_trial_params)
+                       config=sweep.model_dump(mode="json"), flat_params=flat_trial_params,
+                       run_name=run_namer(sweep, sweep_dir=sweep_dir))
 
 
 def sync_sweep_dir(sweep_dir: str, tracking_uri: str | None = None) -> SyncReport:

@@ -50,6 +50,7 @@ from raysweep.tune.matched_rate.plan import (
 )
 from raysweep.tune.matched_rate.points import BETA_KEY, GECO_TARGET_KEY, RATE_ERROR
 from raysweep.tune.resources import ResourcePlan, local_nodes, nodes_from_ray, plan_resources
+from raysweep.tune.run_names import run_namer
 from raysweep.tune.search import SweepSearcher, build_scheduler
 from raysweep.tune.space import ExpandedSweep, build_param_space, expand_sweep, flat_trial_params
 from raysweep.tune.summary import SweepOutcome, summarize
@@ -81,7 +82,7 @@ def build_callbacks(sweep: SweepConfig, sweep_dir: str) -> list[Any]:
         mlflow_callback(
             root, name, tracking_uri=sweep.tracking.uri, experiment=sweep.tracking.experiment,
             params_fn=flat_trial_params, sweep_config=sweep.model_dump(mode="json"), output_dirs_fn=output_dirs_fn,
-            drain_timeout_s=sweep.tracking.drain_timeout_s,
+            drain_timeout_s=sweep.tracking.drain_timeout_s, run_name_fn=run_namer(sweep),
         ),
         # DDP trials: free the worker groups of stopped and failed trials (see trainable).
         *([placement_group_reaper()] if sweep.resources.workers > 1 else []),

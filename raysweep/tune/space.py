@@ -66,12 +66,18 @@ class ExpandedSweep:
 
     @property
     def varying_keys(self) -> list[str]:
-        """Trial keys whose value differs between cells (in first-seen order)."""
+        """Flat trial keys whose value differs between cells (in first-seen order).
+
+        A key assigned a whole block (a grid axis ``data: [{dataset: celeba, ...}, ...]``) counts
+        by the leaves under it: the flat config has no ``data`` key, and a Tune config without
+        ``data.dataset`` would run every cell on the first cell's dataset."""
         keys: list[str] = []
         for cell in self.cells:
             for key in cell.assignments:
-                if key not in keys and len({repr(c.flat.get(key)) for c in self.cells}) > 1:
-                    keys.append(key)
+                leaves = [k for k in cell.flat if k == key or k.startswith(key + ".")] or [key]
+                for leaf in leaves:
+                    if leaf not in keys and len({repr(c.flat.get(leaf)) for c in self.cells}) > 1:
+                        keys.append(leaf)
         return keys
 
     def validations_per_trial(self) -> int | None:
