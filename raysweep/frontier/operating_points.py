@@ -1,6 +1,7 @@
 """Matched-rate operating points in the frontier report.
 
-A ``search.mode: matched_rate`` sweep logs its operating points (one row per cell and rate target:
+A ``search.mode: matched_rate`` sweep logs its operating points (one row per cell, rate target and
+seed (``search.seeds``; GECO's per-seed runs too):
 the beta found, the rate achieved, distortion, anisotropy and the compute spent) as
 ``operating_points/operating_points.json`` on its MLflow parent run
 (:mod:`raysweep.tracking.operating_points`; both names come from :mod:`raysweep.names`). When a
@@ -35,6 +36,7 @@ SECTION_ID = "operating-points"
 #: Table columns: (header, column, number format or None for text).
 TABLE: list[tuple[str, str, str | None]] = [
     ("cell", "cell", None), ("λ", "lambda_neural", "{:g}"), ("R* (nats)", "target_rate", "{:g}"),
+    ("seed", "seed", "{:.0f}"),
     ("β found", "beta", "{:.4g}"), ("rate (nats)", "rate", "{:.4g}"), ("within tolerance", "within_tolerance", None),
     ("distortion (SSE / image)", "distortion_sse", "{:.4g}"), ("anisotropy", "anisotropy", "{:.4g}"),
     ("trials", "trials", "{:.0f}"), ("epochs", "epochs", "{:.3g}"), ("strategy", "strategy", None),
@@ -65,9 +67,11 @@ def load_operating_points(tracking_uri: str, parent_run_ids: list[str], runs: pd
     from_run = chosen.map(lambda t: by_trial.at[t, "lambda_neural"] if t else np.nan)
     own = points[LAMBDA_COLUMN] if LAMBDA_COLUMN in points else pd.Series(np.nan, index=points.index)
     points["lambda_neural"] = pd.to_numeric(own, errors="coerce").fillna(pd.to_numeric(from_run, errors="coerce"))
-    for column in ("target_rate", "beta", "rate", "distortion_sse", "anisotropy", "trials", "epochs"):
+    if "seed" not in points:  # a sweep without search.seeds, or logged before points had seeds
+        points["seed"] = np.nan
+    for column in ("target_rate", "seed", "beta", "rate", "distortion_sse", "anisotropy", "trials", "epochs"):
         points[column] = pd.to_numeric(points[column], errors="coerce")
-    return points.sort_values(["target_rate", "lambda_neural", "cell"]).reset_index(drop=True)
+    return points.sort_values(["target_rate", "lambda_neural", "cell", "seed"]).reset_index(drop=True)
 
 
 def _plot_against_lambda(points: pd.DataFrame, value: str, ylabel: str, title: str, path: Path,
@@ -142,7 +146,7 @@ def operating_points_html(points: pd.DataFrame, figures_html: str, experiment_id
         rows.append('      <tr class="operating-point">' + "".join(cells) + "</tr>")
     body = "\n".join(rows)
     return (f'<section id="{SECTION_ID}">\n<h2>Operating points (matched rate)</h2>\n'
-            f'<p class="meta">Per cell and target rate R*, the trial whose converged rate is nearest R* '
+            f'<p class="meta">Per cell, target rate R* and seed, the trial whose converged rate is nearest R* '
             f"(search.mode matched_rate): the β found, the rate it reached, its distortion and anisotropy, "
             f"and the compute spent finding it (every trial of the search, and the epochs they trained).</p>\n"
             f'<div class="figures">\n{figures_html}\n</div>\n'

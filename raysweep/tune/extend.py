@@ -1,4 +1,4 @@
-"""``raysweep extend SWEEP_DIR --set ...``: grow a finished grid sweep by the trials it lacks.
+"""``raysweep extend SWEEP_DIR --set ...``: grow a finished grid or matched-rate sweep by the trials it lacks.
 
 A researcher who wants more seeds, or one more beta or lambda, after a sweep has finished gives
 the grown values (``--set search.seeds=[0,1,2,3]``, ``--set search.grid.loss.lambda_neural=[...]``,
@@ -10,8 +10,14 @@ grown sweep is raysweep's own:
   ``trial.train.max_steps``, the search mode, resources, tracking) is refused with one line naming
   the key, because the trials already run would no longer be trials of the sweep. So is a grown
   sweep that leaves out a trial already run, a sweep that has not finished (``raysweep resume``
-  it first) and a search that is not a grid (random draws and Optuna studies have no fixed set
-  of points to grow).
+  it first) and a search that is neither a grid nor matched rate (random draws and Optuna
+  studies have no fixed set of points to grow).
+- A matched-rate sweep grows by seeds (``--set search.seeds=[0,1,2]``) or cells: each new
+  (cell, seed) is searched at every target, and nothing already run is rerun. The new tasks start
+  warm: the searcher takes the sweep's ``operating_points.json`` as facts
+  (:meth:`raysweep.tune.matched_rate.searchers.MatchedRateSearcher.known_points`), so a new seed
+  of a cell starts from that cell's matched betas at its other seeds. The new operating points are
+  added to that file (one row per (cell, target, seed)).
 - A trial is identified by its complete flat trial config (:attr:`raysweep.tune.space.Cell.flat`),
   so the new trials are exactly the grown sweep's cells that the sweep in the directory did not
   have, wherever the values sit in the lists. With nothing new, nothing starts.
@@ -42,8 +48,9 @@ from raysweep.tune.space import ExpandedSweep, build_param_space, expand_sweep
 from raysweep.tune.summary import SweepOutcome
 from raysweep.tune.sweep_config import SweepConfig
 
-#: The keys of a sweep file that extend may change (a key equal to one, or under one ending in ``.``).
-GROWABLE = ("search.seeds", "search.cells", "search.grid.")
+#: The keys of a sweep file that extend may change (a key equal to one, or under one ending in ``.``);
+#: ``search.claims`` changes how the claims are read, never a trial.
+GROWABLE = ("search.seeds", "search.cells", "search.grid.", "search.claims.")
 _ENDED = ("TERMINATED", "ERROR")
 
 
@@ -94,9 +101,9 @@ def plan_extension(sweep_dir: str, overrides: list[str]) -> tuple[SweepConfig, E
         raise RaysweepError(f"--set: {err}") from None
     new = sweep_from_dict(raw, source="--set")
     changed = check_only_growth(old, new)
-    if old.search.mode != "grid":
-        raise RaysweepError(f"search.mode {old.search.mode}: extend grows grid sweeps only (random draws and Optuna "
-                            "studies have no fixed points to add): start a new sweep for more samples")
+    if old.search.mode not in ("grid", "matched_rate"):
+        raise RaysweepError(f"search.mode {old.search.mode}: extend grows grid and matched-rate sweeps only (random "
+                            "draws and Optuna studies have no fixed points to add): start a new sweep for more samples")
     old_expanded, grown = expand_sweep(old), expand_sweep(new)
     known = {identity(cell) for cell in old_expanded.cells}
     kept = {identity(cell) for cell in grown.cells}
@@ -142,21 +149,36 @@ def extend_sweep(
     storage.write_text(f"{sweep_dir}/{storage.SWEEP_FILE}", dump_sweep(sweep))
     write_extension(sweep_dir, grown, new_cells)
     reporter, console_callbacks = console_for(sweep, grown, verbose)
-    searcher = SweepSearcher(new_cells, mode="grid", max_concurrent=plan.max_concurrent,
-                             random_seed=sweep.search.random_seed, study_prefix=sweep.name)
-    tune_config = tune.TuneConfig(
-        search_alg=searcher, scheduler=build_scheduler(sweep.search, grown), num_samples=len(new_cells.cells),
-        trial_dirname_creator=storage.trial_dirname, trial_name_creator=storage.trial_name, reuse_actors=True,
-    )
+    stop = None
+    if sweep.search.mode == "matched_rate":
+        from raysweep.tune.matched_rate.plan import (
+            earlier_operating_points,
+            matched_rate_param_space,
+            matched_rate_tune_config,
+        )
+
+        # the new tasks start warm from the points already found (and rerun none of them)
+        tune_config, stop = matched_rate_tune_config(sweep, new_cells, sweep_dir, plan,
+                                                     known_points=earlier_operating_points(sweep_dir))
+        param_space = matched_rate_param_space(sweep, grown)
+    else:
+        searcher = SweepSearcher(new_cells, mode="grid", max_concurrent=plan.max_concurrent,
+                                 random_seed=sweep.search.random_seed, study_prefix=sweep.name)
+        tune_config = tune.TuneConfig(
+            search_alg=searcher, scheduler=build_scheduler(sweep.search, grown), num_samples=len(new_cells.cells),
+            trial_dirname_creator=storage.trial_dirname, trial_name_creator=storage.trial_name, reuse_actors=True,
+        )
+        param_space = build_param_space(grown)
     root, name = storage.split_sweep_dir(sweep_dir)
     run_config = tune.RunConfig(
-        name=name, storage_path=root, callbacks=[*build_callbacks(sweep, sweep_dir), *console_callbacks, *(callbacks or [])],
+        name=name, storage_path=root, stop=stop,
+        callbacks=[*build_callbacks(sweep, sweep_dir), *console_callbacks, *(callbacks or [])],
         verbose=verbose, progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=sweep.failure.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.checkpoint.num_to_keep),
     )
     print(f"raysweep: extending sweep {sweep.name}: {len(new_cells.cells)} new trials (of {grown.num_trials}), at most "
           f"{plan.max_concurrent} at once; results in {sweep_dir}", flush=True)
-    tuner = tune.Tuner(build_trainable(sweep, sweep_dir, plan), param_space=build_param_space(grown),
+    tuner = tune.Tuner(build_trainable(sweep, sweep_dir, plan), param_space=param_space,
                        tune_config=tune_config, run_config=run_config)
     return finish_sweep(tuner.fit(), sweep, new_cells, sweep_dir)

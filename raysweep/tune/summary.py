@@ -134,6 +134,10 @@ def format_operating_points(points: Sequence[OperatingPoint]) -> list[str]:
     headers = ["cell", "target", "beta", "rate", DISTORTION_SSE, ANISOTROPY, "trials", "epochs", "matched"]
     rows = [[p.cell, p.target_rate, p.beta, p.rate, p.distortion_sse, p.anisotropy, p.trials, p.epochs,
              "yes" if p.within_tolerance else "no"] for p in points]
+    if any(p.seed is not None for p in points):  # search.seeds: one point per seed, say which
+        headers.insert(2, "seed")
+        for row, p in zip(rows, points, strict=True):
+            row.insert(2, "" if p.seed is None else p.seed)
     return [f"operating points ({len(points)}; rate in nats):", *format_table(headers, rows)]
 
 

@@ -3,7 +3,8 @@
 The paper compares latent geometry *at the same rate*, so for each cell of a sweep (a combination
 of the swept keys other than beta, e.g. ``loss.lambda_neural=0.5``) and each target rate R* (nats)
 the user wants the beta that puts the trained model at R*. Three strategies
-(``search.matched_rate.strategy``, the block :class:`raysweep.tune.sweep_config.MatchedRateSearch`):
+(``search.matched_rate.strategy``; with ``search.seeds`` each seed is its own task, and with
+``warm`` (the default) each task starts from what the others learned; the block :class:`raysweep.tune.sweep_config.MatchedRateSearch`):
 
 - ``bisection``: the converged rate falls monotonically with log beta, so each (cell, target) keeps
   a bracket on log beta and probes it, several trials at a time (:mod:`.bisection` has the rules).
@@ -16,7 +17,10 @@ The modules, top down:
 
 - :mod:`.points`: the trial conventions (``META_KEY``, ``rate_error``, ``progress``) and the
   operating-points table (model, CSV / JSON files); no Ray;
-- :mod:`.bisection`: :class:`~.bisection.BetaBracket`, bisection on log beta for one task; no Ray;
+- :mod:`.warm`: :class:`~.warm.RatePredictor`, a task's predicted log beta from its neighbours'
+  converged trials (other seeds, other targets, other cells, in that order); no Ray;
+- :mod:`.bisection`: :class:`~.bisection.BetaBracket`, bisection on log beta for one task, from a
+  warm start when there is one; no Ray;
 - :mod:`.searchers`: the three Tune ``Searcher`` s over every (cell, target) of a sweep at once,
   and the stopper of superseded trials;
 - :mod:`.plan`: the pieces the sweep runner takes (param space, ``TuneConfig``, stopper) and, after

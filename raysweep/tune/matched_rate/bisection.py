@@ -12,6 +12,10 @@ from raysweep.tune.matched_rate.points import within_tolerance
 from raysweep.tune.sweep_config import StoppedTrials
 
 LOG_BETA_LIMIT = 40.0  # beyond e^+-40 no VAE objective is meaningful: the task is out of reach
+WARM_PROBES = 3  # warm probes (one at a time) before a bracket that is still one-sided falls back
+# A Newton step may leave the warm bracket by this many half-widths before the prediction counts as
+# missed: seed-to-seed noise (~10% in rate on the tiny VAE) moves a centre trial just outside it.
+WARM_REACH = 2.0
 
 
 @dataclass
@@ -37,6 +41,16 @@ class BetaBracket:
        misses, that limit moves out by the initial width, doubling each time (to +-40, then the
        task is ``exhausted``).
 
+    A warm start (:meth:`warm_start`, from :class:`raysweep.tune.matched_rate.warm.Prediction`)
+    goes first: the bracket ``centre +- half_width`` (log beta) with the neighbours' ``slope``.
+    It probes one trial at a time: the centre, then Newton steps ``x + (log R* - log R) / slope``
+    from the trial nearest the target (the slope from two of the task's own trials once it has
+    them). Once its trials bracket the target (``warm_outcome = "bracketed"``), rule 2 takes over
+    with those ends. The prediction *misses* (``warm_outcome = "missed"``) when a Newton step lands
+    more than :data:`WARM_REACH` half-widths from the centre, when the centre trial proved nothing (failed or stopped) or after
+    :data:`WARM_PROBES` one-sided probes: then the search falls back to the rules above, from
+    [log_floor, log_ceil] as a cold start, keeping every fact it has.
+
     ``status``: ``searching``, ``matched`` (a converged trial within ``tolerance``) or ``exhausted``
     (``max_trials`` used, bracket narrower than 1e-4 in log beta, or target out of reach).
     """
@@ -55,9 +69,48 @@ class BetaBracket:
     started: int = 0
     expansions: int = 0
     status: Literal["searching", "matched", "exhausted"] = "searching"
+    warm: tuple[float, float, float] | None = None  # (centre, half-width, slope) while warm
+    warm_probes: int = 0
+    warm_outcome: Literal["", "warm", "bracketed", "missed"] = ""
 
     def __post_init__(self) -> None:
         self.width0 = self.log_ceil - self.log_floor
+
+    def warm_start(self, centre: float, half_width: float, slope: float) -> None:
+        """Start from a predicted log beta ``centre`` +- ``half_width`` (log beta) with local slope
+        ``slope`` (d log R / d log beta, < 0); only before the first probe."""
+        if self.started == 0 and math.isfinite(centre) and half_width > 0 and slope < 0:
+            self.warm, self.warm_outcome = (centre, half_width, slope), "warm"
+
+    def _warm_point(self) -> float | None:
+        """The next warm probe, or None once the warm start has bracketed the target or missed."""
+        assert self.warm is not None
+        centre, half_width, slope = self.warm
+        lo, hi = self.bounds()
+        if lo is not None and hi is not None:
+            self.warm, self.warm_outcome = None, "bracketed"
+            return None
+        if not self.observed:
+            if self.warm_probes == 0 and not self.too_small and not self.too_large:
+                self.warm_probes += 1
+                return centre
+            self.warm, self.warm_outcome = None, "missed"
+            return None
+        ly_target = math.log(self.target)
+        own = self._secant(lo[0] if lo else self.log_floor, None, hi[0] if hi else self.log_ceil, None)
+        x, r = min(self.observed, key=lambda p: abs(self._ly(p[1]) - ly_target))
+        step = own if own is not None else (x + (ly_target - self._ly(r)) / slope, slope)
+        x_next = step[0]
+        if abs(x_next - centre) > WARM_REACH * half_width or self.warm_probes >= WARM_PROBES:
+            self.warm, self.warm_outcome = None, "missed"
+            return None
+        spacing = self.tolerance / abs(step[1])
+        if lo is not None:  # keep strictly past the known end, by at least one tolerance band
+            x_next = max(x_next, lo[0] + spacing)
+        if hi is not None:
+            x_next = min(x_next, hi[0] - spacing)
+        self.warm_probes += 1
+        return x_next
 
     def _ly(self, rate: float) -> float:
         # a collapsed posterior's rate (~0 nats) is noise: floor it at 1% of the target
@@ -73,7 +126,7 @@ class BetaBracket:
 
     def propose(self) -> float | None:
         """Next log beta to probe, or None (probes all in flight, or the task is over)."""
-        if self.status != "searching" or len(self.pending) >= self.probes:
+        if self.status != "searching" or len(self.pending) >= (1 if self.warm else self.probes):
             return None
         if self.started >= self.max_trials:
             if not self.pending:
@@ -89,6 +142,10 @@ class BetaBracket:
         return x
 
     def _next_point(self) -> float | None:
+        if self.warm is not None:
+            x = self._warm_point()
+            if x is not None:
+                return x
         if not self.observed and not self.too_small and not self.too_large and self.started < self.probes:
             return self.log_floor + self.width0 * (self.started + 1) / (self.probes + 1)
         lo, hi = self.bounds()

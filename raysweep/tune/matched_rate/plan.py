@@ -5,7 +5,8 @@ sweep or a ``resume``).
 Before: :func:`build_matched_rate_plan` (searcher, ASHA on ``rate_error`` when asked for, the
 stopper of superseded trials), with :func:`matched_rate_tune_config` and
 :func:`matched_rate_param_space` adapting it to a sweep. After: :func:`record_operating_points`
-writes ``<sweep dir>/operating_points.{csv,json}`` and logs them to MLflow
+writes ``<sweep dir>/operating_points.{csv,json}`` (with the points already there: a sweep that
+grew keeps them) and logs them to MLflow
 (:mod:`raysweep.tracking.operating_points`).
 """
 
@@ -18,10 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from raysweep import storage
+from raysweep.names import OPERATING_POINTS_JSON
 from raysweep.tune.matched_rate.points import (
     RATE_ERROR,
+    SEED_KEY,
     OperatingPoint,
     derive_operating_points,
+    merge_operating_points,
+    read_operating_points,
     write_operating_points,
 )
 from raysweep.tune.matched_rate.searchers import (
@@ -73,12 +78,12 @@ def build_matched_rate_plan(search: MatchedRateSearch, cells: list[Mapping[str, 
     if search.strategy == "bisection":
         searcher = BisectionSearcher(cells, targets, tolerance=search.tolerance, beta_min=search.beta_min,
                                      beta_max=search.beta_max, probes=search.probes, max_trials=search.max_trials,
-                                     stopped_trials=search.stopped_trials)
+                                     stopped_trials=search.stopped_trials, warm=search.warm)
     elif search.strategy == "optuna":
         searcher = OptunaRateSearcher(cells, targets, tolerance=search.tolerance, beta_min=search.beta_min,
                                       beta_max=search.beta_max, probes=search.probes, max_trials=search.max_trials,
                                       startup_trials=search.optuna_startup_trials, seed=search.seed,
-                                      storage=optuna_storage)
+                                      storage=optuna_storage, warm=search.warm)
     else:
         searcher = GecoSearcher(cells, targets, tolerance=search.tolerance, max_trials=1)
     scheduler = None
@@ -105,12 +110,26 @@ def matched_rate_param_space(sweep: SweepConfig, expanded: ExpandedSweep) -> dic
     return space
 
 
+def searcher_cells(sweep: SweepConfig, expanded: ExpandedSweep) -> list[dict[str, Any]]:
+    """The searcher's cells of `expanded`: the keys the sweep varies, and ``train.seed`` whenever
+    the sweep has ``search.seeds`` (even one seed), so every operating point says its seed."""
+    cells = []
+    for cell in expanded.cells:
+        params = {k: v for k, v in cell_params(cell, expanded.varying_keys).items() if k != CELL_KEY}
+        if sweep.search.seeds is not None:
+            params[SEED_KEY] = cell.flat[SEED_KEY]
+        cells.append(params)
+    return cells
+
+
 def matched_rate_tune_config(
-    sweep: SweepConfig, expanded: ExpandedSweep, sweep_dir: str, plan: ResourcePlan
+    sweep: SweepConfig, expanded: ExpandedSweep, sweep_dir: str, plan: ResourcePlan,
+    known_points: list[OperatingPoint] | None = None,
 ) -> tuple[Any, Any]:
     """``(TuneConfig, stopper)`` of a ``search.mode: matched_rate`` sweep (see
-    :func:`build_matched_rate_plan`): the searcher over every (cell, target), ASHA on
-    ``rate_error`` when asked for, and the stopper of superseded trials."""
+    :func:`build_matched_rate_plan`): the searcher over every (cell, target, seed), ASHA on
+    ``rate_error`` when asked for, and the stopper of superseded trials. ``known_points``: the
+    operating points of trials already run (``raysweep extend``), facts for the warm starts."""
     assert sweep.search.matched_rate is not None
     url = storage.optuna_storage_url(sweep, sweep_dir)
     optuna_storage = None
@@ -118,11 +137,11 @@ def matched_rate_tune_config(
         import optuna
 
         optuna_storage = optuna.storages.RDBStorage(url)
-    cells = [{k: v for k, v in cell_params(cell, expanded.varying_keys).items() if k != CELL_KEY}
-             for cell in expanded.cells]
-    mr_plan = build_matched_rate_plan(sweep.search.matched_rate, cells,
+    mr_plan = build_matched_rate_plan(sweep.search.matched_rate, searcher_cells(sweep, expanded),
                                       reports_per_trial=expanded.validations_per_trial() or 1,
                                       optuna_storage=optuna_storage)
+    if known_points:
+        mr_plan.searcher.known_points(known_points)
     tune_config = mr_plan.tune_config(
         max_concurrent_trials=max(1, plan.max_concurrent), trial_dirname_creator=storage.trial_dirname,
         trial_name_creator=storage.trial_name,
@@ -131,6 +150,11 @@ def matched_rate_tune_config(
         reuse_actors=not plan.uses_trainer,
     )
     return tune_config, mr_plan.stopper
+
+
+def earlier_operating_points(sweep_dir: str) -> list[OperatingPoint]:
+    """The operating points ``<sweep dir>/operating_points.json`` holds (none before the first)."""
+    return read_operating_points(storage.read_text(f"{sweep_dir}/{OPERATING_POINTS_JSON}"))
 
 
 def record_operating_points(results: Any, sweep: SweepConfig, sweep_dir: str) -> tuple[list[OperatingPoint], str]:
@@ -144,7 +168,10 @@ def record_operating_points(results: Any, sweep: SweepConfig, sweep_dir: str) ->
 
     matched = sweep.search.matched_rate
     assert matched is not None
-    points = derive_operating_points(results, matched.tolerance)
+    # A sweep that grew (raysweep extend) keeps the points of the trials run before: its newest
+    # experiment's results hold only the tasks it added.
+    points = merge_operating_points(earlier_operating_points(sweep_dir),
+                                    derive_operating_points(results, matched.tolerance))
     folder = storage.local_sweep_dir(sweep_dir, sweep.name)
     files = write_operating_points(points, folder)
     if storage.is_uri(sweep_dir):

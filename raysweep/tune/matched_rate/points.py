@@ -2,8 +2,9 @@
 (its model and its files; no Ray, no MLflow: :mod:`raysweep.tracking.operating_points` logs it,
 :mod:`raysweep.frontier.operating_points` draws it).
 
-A *task* is one (cell, target) pair: a cell is one combination of the swept keys other than the KL
-weight (for example ``loss.lambda_neural=0.5``), a target is a rate R* in nats. Its *operating
+A *task* is one (cell, target, seed): a cell is one combination of the swept keys other than the KL
+weight and the seed (for example ``loss.lambda_neural=0.5``), a target is a rate R* in nats, the seed
+is ``train.seed`` from ``search.seeds`` (None without it). Its *operating
 point* is the trial whose converged rate is closest to R*: the beta that put it there, the rate
 it reached, its distortion and anisotropy, and what the search for it cost (every trial of the
 task, stopped ones included, and the epochs they trained).
@@ -12,7 +13,8 @@ Conventions shared by the searchers (:mod:`raysweep.tune.matched_rate.searchers`
 and this module:
 
 - every matched-rate trial config carries ``META_KEY`` (``"_matched_rate"``), a mapping with
-  ``cell`` (label), ``cell_params`` (dotted key -> value), ``target`` (nats) and ``strategy``.
+  ``cell`` (label), ``cell_params`` (dotted key -> value, the seed left out), ``target`` (nats),
+  ``strategy`` and ``seed`` (``train.seed`` of a sweep with ``search.seeds``, else None).
   It is not a trial block: the trainable removes it with :func:`split_trial_config` before it
   validates the rest as a ``TrialConfig``;
 - every reported result carries ``rate`` (nats), ``epoch`` (passes over the training set so
@@ -42,6 +44,7 @@ RATE_ERROR = "rate_error"
 PROGRESS = "progress"
 BETA_KEY = "objective.beta"  # what bisection and optuna search
 GECO_TARGET_KEY = "objective.geco.target_rate"  # what the geco strategy sets
+SEED_KEY = "train.seed"  # search.seeds: each seed of a cell is its own task, with its own operating point
 _MIN_RATE = 1e-6  # nats: a collapsed posterior (rate 0) gets a large but finite rate_error
 
 
@@ -132,10 +135,11 @@ class TrialRecord:
     converged: bool  # ran its whole planned length (progress >= 1)
     error: bool = False
     cell_params: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None  # train.seed of a sweep with search.seeds
 
     @property
-    def task(self) -> tuple[str, float]:
-        return (self.cell, self.target)
+    def task(self) -> tuple[str, float, int | None]:
+        return (self.cell, self.target, self.seed)
 
 
 def _num(value: Any) -> float:
@@ -163,6 +167,7 @@ def record_from_result(trial_id: str, config: Mapping[str, Any], metrics: Mappin
         anisotropy=_num(metrics.get("anisotropy")), epochs=_num(metrics.get("epoch", 0.0)) if metrics else 0.0,
         converged=bool(metrics) and not error and _num(progress) >= 1.0 - 1e-9,
         error=bool(error), cell_params=dict(meta.get("cell_params", {})),
+        seed=None if meta.get("seed") is None else int(meta["seed"]),
     )
 
 
@@ -186,12 +191,13 @@ def records_from_results(results: Iterable[Any]) -> list[TrialRecord]:
 # ----------------------------------------------------------------------------- operating points
 @dataclass
 class OperatingPoint:
-    """One (cell, target): the beta found, what it achieved, and the compute spent finding it.
+    """One (cell, target, seed): the beta found, what it achieved, and the compute spent finding it.
 
     ``beta`` is the trial's fixed KL weight (GECO: the controller's final beta); ``rate`` nats;
     ``relative_error = rate / target - 1``; ``distortion_sse`` per image; ``anisotropy`` mean
     Var_j(logvar_j); ``trials`` and ``epochs`` sum over every trial of the task (stopped and
-    failed ones included); ``trial_id`` names the chosen trial (None when no trial converged).
+    failed ones included); ``trial_id`` names the chosen trial (None when no trial converged);
+    ``seed`` is the task's ``train.seed`` (None for a sweep without ``search.seeds``).
     """
 
     cell: str
@@ -207,30 +213,46 @@ class OperatingPoint:
     strategy: str
     trial_id: str | None
     cell_params: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+
+    @property
+    def task(self) -> tuple[str, float, int | None]:
+        return (self.cell, self.target_rate, self.seed)
 
     def row(self) -> dict[str, Any]:
-        """Flat row for a CSV or an MLflow table: cell params become their own dotted columns."""
-        row = {k: v for k, v in asdict(self).items() if k != "cell_params"}
+        """Flat row for a CSV or an MLflow table: ``seed`` after ``target_rate``, then the rest;
+        cell params become their own dotted columns."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("cell_params", "seed")}
+        row = {"cell": fields.pop("cell"), "target_rate": fields.pop("target_rate"), "seed": self.seed, **fields}
         row.update(self.cell_params)
         return row
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> OperatingPoint:
+        """The point a :meth:`row` (e.g. of ``operating_points.json``, null as NaN) describes."""
+        names = {f for f in cls.__dataclass_fields__ if f != "cell_params"}
+        num = {"beta", "rate", "relative_error", "distortion_sse", "anisotropy", "epochs"}
+        values = {k: (math.nan if v is None and k in num else v) for k, v in row.items() if k in names}
+        values.setdefault("seed", None)
+        return cls(**values, cell_params={k: v for k, v in row.items() if k not in names})
+
 
 def derive_operating_points(results: Iterable[Any], tolerance: float = 0.05) -> list[OperatingPoint]:
-    """One :class:`OperatingPoint` per (cell, target) found in ``results``.
+    """One :class:`OperatingPoint` per (cell, target, seed) found in ``results``.
 
     ``results``: a Tune ``ResultGrid``, a list of ``Result``, plain dicts (see
     :func:`records_from_results`) or :class:`TrialRecord` objects (e.g. a searcher's ledger).
     The chosen trial is the converged one with the smallest ``|log(rate / target)|``; ``tolerance``
-    (relative) only sets ``within_tolerance``. Ordered by cell, then target.
+    (relative) only sets ``within_tolerance``. Ordered by cell, then target, then seed.
     """
     items = list(results)
     records = [r for r in items if isinstance(r, TrialRecord)]
     records += records_from_results(r for r in items if not isinstance(r, TrialRecord))
-    tasks: dict[tuple[str, float], list[TrialRecord]] = {}
+    tasks: dict[tuple[str, float, int | None], list[TrialRecord]] = {}
     for rec in records:
         tasks.setdefault(rec.task, []).append(rec)
     points = []
-    for (cell, target), recs in sorted(tasks.items()):
+    for (cell, target, seed), recs in sorted(tasks.items(), key=lambda kv: task_order(kv[0])):
         done = [r for r in recs if r.converged and math.isfinite(r.rate)]
         best = min(done, key=lambda r: rate_error(r.rate, target)) if done else None
         epochs = float(sum(r.epochs for r in recs if math.isfinite(r.epochs)))
@@ -244,9 +266,23 @@ def derive_operating_points(results: Iterable[Any], tolerance: float = 0.05) -> 
             distortion_sse=best.distortion_sse if best else math.nan,
             anisotropy=best.anisotropy if best else math.nan,
             trials=len(recs), epochs=epochs, strategy=strategy,
-            trial_id=best.trial_id if best else None, cell_params=dict(recs[0].cell_params),
+            trial_id=best.trial_id if best else None, cell_params=dict(recs[0].cell_params), seed=seed,
         ))
     return points
+
+
+def task_order(task: tuple[str, float, int | None]) -> tuple[str, float, bool, int]:
+    """Sort key of a (cell, target, seed) task: a seed of None sorts first."""
+    cell, target, seed = task
+    return (cell, target, seed is not None, seed or 0)
+
+
+def merge_operating_points(earlier: Iterable[OperatingPoint], later: Iterable[OperatingPoint]) -> list[OperatingPoint]:
+    """``earlier`` points with ``later`` ones added (a later point of the same task replaces it),
+    in :func:`task_order`: how ``raysweep extend`` joins the points of the seeds it adds."""
+    merged = {p.task: p for p in earlier}
+    merged.update({p.task: p for p in later})
+    return [merged[t] for t in sorted(merged, key=task_order)]
 
 
 def operating_points_table(points: Iterable[OperatingPoint]) -> list[dict[str, Any]]:
@@ -279,3 +315,9 @@ def write_operating_points(points: Iterable[OperatingPoint], out_dir: str | Path
     safe = [{k: _json_safe(v) for k, v in row.items()} for row in rows]
     json_path.write_text(json.dumps(safe, indent=2) + "\n")
     return {"csv": csv_path, "json": json_path}
+
+
+def read_operating_points(text: str | None) -> list[OperatingPoint]:
+    """The points of an ``operating_points.json`` text (as :func:`write_operating_points` writes
+    it); none for None (no file)."""
+    return [OperatingPoint.from_row(row) for row in json.loads(text)] if text else []

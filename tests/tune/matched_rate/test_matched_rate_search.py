@@ -151,7 +151,7 @@ def test_bisection_searcher_emits_dotted_configs_and_finishes() -> None:
     # flat dotted keys, the sweep runner's convention: Tune's merge overrides exactly these keys
     assert set(config) == {"loss.lambda_neural", "objective.beta", META_KEY} and config["objective.beta"] > 0
     assert config[META_KEY] == {"cell": "loss.lambda_neural=0.0", "cell_params": cells[0], "target": 5.0,
-                                "strategy": "bisection"}
+                                "strategy": "bisection", "seed": None}
 
     searcher = BisectionSearcher(cells, [5.0, 17.25], probes=2)
     _drive(searcher)
@@ -194,7 +194,7 @@ def test_optuna_searcher_save_restore_and_pruned_trials(tmp_path) -> None:
     # a trial stopped early by ASHA: told to Optuna as pruned, counted as compute, never "converged"
     config = whole.suggest("stopped")
     _complete(whole, "stopped", config, converged=False)
-    study, _ = ray_shim.optuna_search_study(whole.studies[("base", 17.25)])
+    study, _ = ray_shim.optuna_search_study(whole.studies[("base", 17.25, None)])
     assert [t.state.name for t in study.trials].count("PRUNED") == 1
     whole.save(str(tmp_path / "s.pkl"))
     restored = make()
@@ -205,7 +205,8 @@ def test_optuna_searcher_save_restore_and_pruned_trials(tmp_path) -> None:
 def geco_configs(cells: list[dict], targets: list[float]) -> list[dict]:
     """The GECO strategy written out by hand: one trial per cell x target, its target rate set."""
     return [{**cell, GECO_TARGET_KEY: float(target),
-             META_KEY: {"cell": cell_label(cell), "cell_params": cell, "target": float(target), "strategy": "geco"}}
+             META_KEY: {"cell": cell_label(cell), "cell_params": cell, "target": float(target), "strategy": "geco",
+                       "seed": None}}
             for cell in cells for target in targets]
 
 
