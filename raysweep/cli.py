@@ -86,12 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "http://127.0.0.1:5000 where `raysweep ui` listens)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
     _add_tolerance(p)
+    _add_margin(p)
 
-    p = sub.add_parser("claims", help="the paper's claims as statistics over an experiment's runs: slopes with 95%% "
-                       "intervals and verdicts (rate vs lambda, frontier shift, anisotropy vs lambda at matched rate)")
+    p = sub.add_parser("claims", help="the paper's claims as statistics over an experiment's runs: seed-blocked slopes "
+                       "and paired shifts with intervals and verdicts that decide (falls / rises / negligible / "
+                       "undecided with the seeds to add)")
     p.add_argument("--experiment", required=True, help="MLflow experiment name (default of a sweep: its name)")
     _add_store(p)
     _add_tolerance(p)
+    _add_margin(p)
     p.add_argument("--json", action="store_true", help="print the claims as a JSON list (null for missing numbers)")
 
     p = sub.add_parser("ui", help="MLflow UI on a sweep's tracking store, bound to 127.0.0.1")
@@ -110,6 +113,34 @@ def _add_tolerance(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=None, metavar="T",
                         help="relative rate tolerance |rate / R* - 1| <= T of the matched-rate claim (default: the "
                         "sweep's search.matched_rate.tolerance, else 0.05)")
+
+
+CLAIM_NAMES = ("rate_vs_lambda", "frontier_shift", "anisotropy_vs_lambda")
+
+
+def _add_margin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--margin", action="append", default=[], metavar="CLAIM=M",
+                        help="equivalence margin of a claim in its unit (repeatable), e.g. rate_vs_lambda=0.5; a claim "
+                        "is negligible when its 90%% interval lies inside ±M (default: the sweep's "
+                        "search.claims.margin, else rate_vs_lambda=1, frontier_shift=1, anisotropy_vs_lambda=0.1)")
+
+
+def _parse_margins(items: list[str]) -> dict[str, float]:
+    margins: dict[str, float] = {}
+    for item in items:
+        claim, sep, text = item.partition("=")
+        if not sep or claim not in CLAIM_NAMES:
+            raise RaysweepError(f"--margin {item}: give CLAIM=M with CLAIM one of {', '.join(CLAIM_NAMES)}, "
+                                "e.g. --margin rate_vs_lambda=0.5")
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not value > 0 or value == float("inf"):
+            raise RaysweepError(f"--margin {item}: the margin must be a positive number in the claim's unit, "
+                                f"e.g. --margin {claim}=0.5")
+        margins[claim] = value
+    return margins
 
 
 def _check_tolerance(tolerance: float | None) -> float | None:
@@ -147,6 +178,15 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a grown search.seeds, search.grid.KEY or search.cells, e.g. --set search.seeds=[0,1,2,3]")
     p.add_argument("--address", default=None, help="Ray cluster to join (`auto`: the one this runs on); default: start local Ray")
+    p.add_argument("--until-decided", action="store_true",
+                   help="add seeds in rounds until every claim is decided (falls / rises / negligible, shifts down / up) "
+                   "or --max-seeds is reached; the false-verdict rate is held at 5%% over all rounds")
+    p.add_argument("--max-seeds", type=int, default=None, metavar="N",
+                   help="until-decided: the most seeds the sweep may reach (default: search.claims.max_seeds, else "
+                   "twice its seeds, at least 6)")
+    p.add_argument("--seeds-per-round", type=int, default=None, metavar="K",
+                   help="until-decided: seeds added per round (default: search.claims.seeds_per_round, 2)")
+    _add_margin(p)
 
     p = sub.add_parser("sync", help="backfill MLflow from a sweep's own files (after a tracking outage); only what "
                        "is missing is written, so a second sync changes nothing")
@@ -322,13 +362,36 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return _print_outcome(run_sweep(sweep, storage=args.storage, address=args.address))
 
 
+def _print_unsent(sweep_dir: str | None = None, uri: str | None = None, experiment: str | None = None) -> None:
+    """One line per sweep whose tracking journal records updates MLflow lacks (naming `raysweep sync`)."""
+    from raysweep.storage import resolve_sweep_dir
+    from raysweep.tracking.journal import experiment_notices, unsent_notice
+
+    notices = [unsent_notice(resolve_sweep_dir(sweep_dir))] if sweep_dir else []
+    if uri and experiment:
+        notices += experiment_notices(uri, experiment)
+    for notice in filter(None, notices):
+        print(notice, file=sys.stderr, flush=True)
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from raysweep.tune.run import resume_sweep
 
+    _print_unsent(args.sweep_dir)
     return _print_outcome(resume_sweep(args.sweep_dir, address=args.address))
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
+    if args.until_decided:
+        from raysweep.frontier.sequential import extend_until_decided
+
+        result = extend_until_decided(args.sweep_dir, max_seeds=args.max_seeds, seeds_per_round=args.seeds_per_round,
+                                      margins=_parse_margins(args.margin), overrides=args.overrides,
+                                      address=args.address)
+        return 0 if result.decided or result.stopped_by_budget else 1
+    if args.max_seeds is not None or args.seeds_per_round is not None or args.margin:
+        raise RaysweepError("--max-seeds, --seeds-per-round and --margin go with --until-decided: add it, or grow the "
+                            "sweep with --set search.seeds=[...] alone")
     from raysweep.tune.extend import extend_sweep
 
     outcome = extend_sweep(args.sweep_dir, args.overrides, address=args.address)
@@ -351,23 +414,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     tolerance = _check_tolerance(args.tolerance)
     uri = resolve_tracking_uri(args.tracking_uri, args.storage)
     check_tracking_uri(uri, "--tracking-uri")
+    _print_unsent(uri=uri, experiment=args.experiment)
     index = build_report(args.experiment, uri, args.out, ui_url=args.ui_url, log_to_mlflow=not args.no_log,
-                         tolerance=tolerance)
+                         tolerance=tolerance, margins=_parse_margins(args.margin))
     print(f"report: open {index.resolve().as_uri()}")
     print(f"MLflow UI: raysweep ui --tracking-uri {uri}" if not uri.startswith("http") else f"MLflow UI: {uri}")
     return 0
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from raysweep.frontier.claims import claims_json, format_claims
-    from raysweep.frontier.report import sweep_claims
+    from raysweep.frontier.claims_table import claims_json, format_claims
+    from raysweep.frontier.report import describe_experiment, sweep_claims
     from raysweep.tracking.store import resolve_tracking_uri
     from raysweep.tune.check import check_tracking_uri
 
     tolerance = _check_tolerance(args.tolerance)
+    margins = _parse_margins(args.margin)
     uri = resolve_tracking_uri(args.tracking_uri, args.storage)
     check_tracking_uri(uri, "--tracking-uri")
-    rows = sweep_claims(args.experiment, uri, tolerance)
+    _print_unsent(uri=uri, experiment=args.experiment)
+    rows = sweep_claims(args.experiment, uri, tolerance, margins)
+    describe_experiment(args.experiment, uri, rows)  # the sweeps' parent runs show the table in MLflow
     print(claims_json(rows) if args.json else format_claims(rows))
     return 0
 

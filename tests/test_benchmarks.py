@@ -25,6 +25,7 @@ TIMEOUT_S = 420  # a quick form takes seconds to a minute; several times that on
 
 #: Keys every benchmark's JSON line must carry.
 EXPECTED_KEYS: dict[str, set[str]] = {
+    "claims_coverage.py": {"draws", "rows", "overlap", "sequential", "seconds"},
     "data_loader.py": {"benchmark", "rows", "builds", "min_ratio_per_core_64px", "goal_10x_at_64px_met"},
     "gpu.py": {"device", "train_step", "fractional", "ddp", "goals", "seconds"},
     "matched_rate.py": {"args", "results"},

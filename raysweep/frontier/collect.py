@@ -156,9 +156,15 @@ def collect_runs(tracking_uri: str, experiment: str) -> Collected:
     return Collected(experiment, experiment_id, tracking_uri, runs, parent_ids)
 
 
+#: What a run's sweep says of how to read it: ``sweep_mode``, ``tolerance``, the claims' margins and planned looks.
+SWEEP_SETTING_COLUMNS = ("sweep_mode", "tolerance", "claims_margin_rate_vs_lambda", "claims_margin_frontier_shift",
+                         "claims_margin_anisotropy_vs_lambda", "claims_looks")
+
+
 def sweep_settings(tracking_uri: str, parent_run_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Per parent run that logged its ``sweep.yaml``: ``sweep_mode`` (``search.mode``) and
-    ``tolerance`` (``search.matched_rate.tolerance``, relative; None outside matched-rate sweeps)."""
+    """Per parent run that logged its ``sweep.yaml``: ``sweep_mode`` (``search.mode``),
+    ``tolerance`` (``search.matched_rate.tolerance``, relative; None outside matched-rate sweeps),
+    ``claims_margin_<claim>`` (``search.claims.margin``) and ``claims_looks`` (``search.claims.looks``)."""
     client = make_client(tracking_uri)
     settings: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="raysweep_sweeps_") as tmp, _no_progress_bars():
@@ -171,16 +177,22 @@ def sweep_settings(tracking_uri: str, parent_run_ids: list[str]) -> dict[str, di
             except yaml.YAMLError:
                 continue
             matched = search.get("matched_rate") or {}
-            settings[run_id] = {"sweep_mode": search.get("mode"), "tolerance": _to_number(matched.get("tolerance"))}
+            claims = search.get("claims") or {}
+            margins = claims.get("margin") or {}
+            settings[run_id] = {"sweep_mode": search.get("mode"), "tolerance": _to_number(matched.get("tolerance")),
+                                "claims_looks": _to_number(claims.get("looks"))}
+            for claim in ("rate_vs_lambda", "frontier_shift", "anisotropy_vs_lambda"):
+                settings[run_id][f"claims_margin_{claim}"] = _to_number(margins.get(claim))
     return settings
 
 
 def with_sweep_settings(runs: pd.DataFrame, settings: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """`runs` with the columns ``sweep_mode`` and ``tolerance`` of each run's parent sweep."""
+    """`runs` with the columns of :data:`SWEEP_SETTING_COLUMNS` from each run's parent sweep."""
     runs = runs.copy()
-    for column in ("sweep_mode", "tolerance"):
+    for column in SWEEP_SETTING_COLUMNS:
         runs[column] = runs["parent_run_id"].map(lambda p, c=column: settings.get(p, {}).get(c))
-    runs["tolerance"] = runs["tolerance"].map(_to_number)
+    for column in SWEEP_SETTING_COLUMNS[1:]:
+        runs[column] = runs[column].map(_to_number)
     return runs
 
 

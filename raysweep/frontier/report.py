@@ -19,21 +19,21 @@ import html
 import importlib.resources
 import shutil
 import string
+import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from raysweep.errors import RaysweepError
-from raysweep.frontier.claims import (
-    ANISOTROPY_VS_LAMBDA,
-    CLAIM_LABELS,
-    ClaimRow,
-    compute_claims,
-    interval,
-    number,
-    where,
+from raysweep.frontier.claims import ClaimRow, compute_claims
+from raysweep.frontier.claims_table import (
+    TEXT_COLUMNS,
+    claims_markdown,
+    methods_note,
+    text_cells,
     write_claims,
 )
 from raysweep.frontier.collect import Collected, collect_runs, load_variance_profiles
@@ -47,7 +47,7 @@ from raysweep.frontier.operating_points import (
 from raysweep.frontier.pareto import pareto_mask
 from raysweep.frontier.plots import Figure, draw_group, groups, slug
 from raysweep.frontier.selection import with_operating_points
-from raysweep.tracking.store import make_client, ui_run_url
+from raysweep.tracking.store import ROLE_SWEEP, ROLE_TAG, make_client, quote, search_all, ui_run_url
 
 # The templates live in the repository's dashboards/ folder, installed as the package
 # raysweep.dashboards (pyproject.toml maps one onto the other, editable installs included).
@@ -57,6 +57,8 @@ DEFAULT_UI_URL = "http://127.0.0.1:5000"
 PLOTS = "plots"
 CLAIMS_ID = "claims"
 CLAIM_FILES = ("claims.json", "claims.csv")
+#: The tag MLflow shows as a run's description, and the longest value it stores.
+DESCRIPTION_TAG, MAX_DESCRIPTION = "mlflow.note.content", 8000
 
 #: Table columns: (header, frame column, number format or None for text).
 COLUMNS: list[tuple[str, str, str | None]] = [
@@ -129,32 +131,35 @@ def _verdict_class(verdict: str) -> str:
 
 
 def claims_html(rows: list[ClaimRow]) -> str:
-    """The report's claims section: one table row per group and beta, lambda or rate target."""
-    head = "".join(f"<th>{h}</th>" for h in ("claim", "group", "at", "slope / shift", "95% interval", "verdict",
-                                             "n", "seeds", "off target", "reason"))
+    """The report's claims section: one table row per group and beta, lambda or rate target, with
+    the columns of ``raysweep claims`` (:data:`raysweep.frontier.claims_table.TEXT_COLUMNS`)."""
+    verdict_at = TEXT_COLUMNS.index("verdict")
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in TEXT_COLUMNS)
     body = []
     for row in rows:
-        off = str(row.excluded) if row.claim == ANISOTROPY_VS_LAMBDA else ""
-        cells = [CLAIM_LABELS[row.claim], row.group, where(row), number(row.slope), interval(row)]
-        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-        tds += f'<td class="{_verdict_class(row.verdict)}">{html.escape(row.verdict)}</td>'
-        tds += "".join(f"<td>{c}</td>" for c in (row.n, row.n_seeds, off))
-        tds += f'<td class="reason" title="{html.escape(row.method)}">{html.escape(row.reason)}</td>'
-        body.append(f'      <tr class="claim claim-{row.claim}">{tds}</tr>')
-    excluded = sum(r.excluded for r in rows if r.claim == ANISOTROPY_VS_LAMBDA)
+        cells = text_cells(row)
+        tds = []
+        for i, cell in enumerate(cells):
+            if i == verdict_at:
+                tds.append(f'<td class="{_verdict_class(row.verdict)}">{html.escape(cell)}</td>')
+            elif i == len(cells) - 1:
+                tds.append(f'<td class="reason" title="{html.escape(row.method)}">{html.escape(cell)}</td>')
+            else:
+                tds.append(f"<td>{html.escape(cell)}</td>")
+        body.append(f'      <tr class="claim claim-{row.claim}">{"".join(tds)}</tr>')
     table = (f'<div class="scroll">\n  <table class="claims">\n    <thead><tr>{head}</tr></thead>\n    <tbody>\n'
              + "\n".join(body) + "\n    </tbody>\n  </table>\n</div>") if rows else \
         '<p class="empty">No finished runs: nothing to test yet.</p>'
     return (f'<section id="{CLAIMS_ID}">\n<h2>Claims</h2>\n'
-            '<p class="meta"><strong>Rate vs lambda</strong>: least-squares slope of the final rate (nats) against '
-            "lambda at each fixed β, every seed a replicate, 95% t interval (n − 2 degrees of freedom). "
-            "<strong>Frontier shift</strong>: mean rate difference (nats) of each λ's rate-distortion curve to the "
+            '<p class="meta"><strong>Rate vs lambda</strong>: slope of the final rate (nats) against lambda at each '
+            "fixed β, seeds as blocks (each seed its own intercept). "
+            "<strong>Frontier shift</strong>: per seed, the mean rate difference (nats) of its λ curve to its own "
             "λ = 0 curve at equal per-pixel MSE over their common range (PCHIP of rate against log MSE, "
-            "Bjøntegaard style; negative: the frontier shifts down), 95% percentile bootstrap over seeds. "
-            "<strong>Anisotropy vs lambda</strong>: slope of mean anisotropy against λ at each rate target R*, "
-            f"only runs within the rate tolerance of R* ({excluded} off-target run{'s' * (excluded != 1)} left out), "
-            "95% t interval. A verdict needs an interval that excludes 0; the method of each row is its reason "
-            'cell\'s tooltip. As a table: <a href="claims.json">claims.json</a>, <a href="claims.csv">claims.csv</a>.</p>\n'
+            "Bjøntegaard style; negative: the frontier shifts down), then a paired t interval over seeds. "
+            "<strong>Anisotropy vs lambda</strong>: seed-blocked slope of mean anisotropy against λ at each rate "
+            "target R*, only runs within the rate tolerance of R* (off-target runs are counted under "
+            f"<em>left out</em>). {html.escape(methods_note(rows))} The method of each row is its reason cell's "
+            'tooltip. As a table: <a href="claims.json">claims.json</a>, <a href="claims.csv">claims.csv</a>.</p>\n'
             f"{table}\n</section>")
 
 
@@ -214,10 +219,41 @@ def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_u
     return index
 
 
-def log_report(collected: Collected, out_dir: Path) -> None:
+def describe_parents(tracking_uri: str, parent_run_ids: Sequence[str], rows: Sequence[ClaimRow]) -> None:
+    """Set each sweep parent run's MLflow description (its ``mlflow.note.content`` tag, what the
+    run page and the runs table show) to the claims table in markdown, cut to MLflow's tag length
+    with a pointer to the full ``claims.csv``."""
+    text = claims_markdown(rows)
+    if len(text) > MAX_DESCRIPTION:
+        cut = "\n\n(cut to MLflow's description length: the full table is `raysweep claims` or `claims.csv`)"
+        text = text[: MAX_DESCRIPTION - len(cut)].rsplit("\n", 1)[0] + cut
+    client = make_client(tracking_uri)
+    for run_id in parent_run_ids:
+        client.set_tag(run_id, DESCRIPTION_TAG, text)
+
+
+def describe_experiment(experiment: str, tracking_uri: str, rows: Sequence[ClaimRow]) -> None:
+    """``raysweep claims``: :func:`describe_parents` for every sweep parent run of `experiment`. A
+    store that refuses the write costs one line on stderr, not the claims just computed."""
+    client = make_client(tracking_uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return
+        parents = search_all(client, [found.experiment_id], f"tags.`{ROLE_TAG}` = {quote(ROLE_SWEEP)}")
+        describe_parents(tracking_uri, [run.info.run_id for run in parents], rows)
+    except Exception as err:  # noqa: BLE001 - the table is printed either way
+        print(f"raysweep: the claims table was not written to the sweeps' MLflow descriptions "
+              f"({str(err).splitlines()[0] if str(err) else type(err).__name__})", file=sys.stderr, flush=True)
+
+
+def log_report(collected: Collected, out_dir: Path, claims: Sequence[ClaimRow] | None = None) -> None:
     """Log the page, its stylesheet and figures under ``report/`` of every parent (sweep) run, and
-    ``claims.json`` / ``claims.csv`` at the top of its artifacts."""
+    ``claims.json`` / ``claims.csv`` at the top of its artifacts; `claims` also become each parent
+    run's description (:func:`describe_parents`)."""
     client = make_client(collected.tracking_uri)
+    if claims is not None:
+        describe_parents(collected.tracking_uri, collected.parent_run_ids, claims)
     for run_id in collected.parent_run_ids:
         for name in CLAIM_FILES:
             client.log_artifact(run_id, str(out_dir / name))
@@ -226,7 +262,8 @@ def log_report(collected: Collected, out_dir: Path) -> None:
         client.log_artifacts(run_id, str(out_dir / PLOTS), f"report/{PLOTS}")
 
 
-def sweep_claims(experiment: str, tracking_uri: str, tolerance: float | None = None) -> list[ClaimRow]:
+def sweep_claims(experiment: str, tracking_uri: str, tolerance: float | None = None,
+                 margins: Mapping[str, float] | None = None, looks: int | None = None) -> list[ClaimRow]:
     """The claims of `experiment` (``raysweep claims``): its runs and operating points read from
     MLflow, nothing drawn or written.
 
@@ -235,12 +272,12 @@ def sweep_claims(experiment: str, tracking_uri: str, tolerance: float | None = N
     """
     collected = collect_runs(tracking_uri, experiment)
     points = load_operating_points(tracking_uri, collected.parent_run_ids, collected.runs)
-    return compute_claims(collected.runs, points, tolerance)
+    return compute_claims(collected.runs, points, tolerance, margins, looks)
 
 
 def build_report(
     experiment: str, tracking_uri: str, out_dir: str | Path, ui_url: str | None = None, log_to_mlflow: bool = True,
-    tolerance: float | None = None,
+    tolerance: float | None = None, margins: Mapping[str, float] | None = None,
 ) -> Path:
     """Draw the frontier report of `experiment` into `out_dir`; returns ``out_dir/index.html``.
 
@@ -253,6 +290,7 @@ def build_report(
         log_to_mlflow: also log the report and the claims as artifacts of the sweep's parent run(s).
         tolerance: relative rate tolerance for the matched-rate claim and panel (d) (None: each
             sweep's ``search.matched_rate.tolerance``, else 0.05).
+        margins: equivalence margins per claim (None: the sweep's ``search.claims.margin``, else the defaults).
 
     Raises:
         RaysweepError: an unknown experiment or one without trial runs (naming ``--experiment``).
@@ -275,9 +313,9 @@ def build_report(
         done = members[members["status"] == "finished"]
         report_groups.append(Group(title, members, draw_group(done, profiles, plots, title, tolerance)))
     point_figures = draw_operating_points(points, plots) if not points.empty else []
-    claims = compute_claims(runs, points, tolerance)
+    claims = compute_claims(runs, points, tolerance, margins)
     write_claims(claims, out)
     index = render(collected, report_groups, out, ui_url.rstrip("/"), points, point_figures, claims)
     if log_to_mlflow:
-        log_report(collected, out)
+        log_report(collected, out, claims)
     return index

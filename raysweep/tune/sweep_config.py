@@ -22,6 +22,10 @@ A sweep file looks like::
         targets: [10.0]          # nats
         tolerance: 0.05          # relative
         strategy: bisection      # bisection | optuna | geco
+      claims:         # how raysweep claims decides, and extend --until-decided's budget
+        margin: {rate_vs_lambda: 1.0, frontier_shift: 1.0, anisotropy_vs_lambda: 0.1}
+        max_seeds: 8             # until-decided: stop adding seeds here
+        seeds_per_round: 2       # until-decided: seeds added per round
     resources: {workers: 1, gpus_per_worker: 0, cpus_per_worker: 1}
     tracking: {uri: null, experiment: null}
     failure: {max_failures: 1}
@@ -42,8 +46,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from raysweep.config import TRIAL_BLOCKS, StrictModel, flatten, format_validation_error
+from raysweep.config import TRIAL_BLOCKS, StrictModel, format_validation_error
+from raysweep.errors import RaysweepError
 from raysweep.names import METRICS, is_known_metric
+from raysweep.tune.keys import flatten_once
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 #: Resources Ray defines on every node: not allowed under ``resources.custom``.
@@ -143,6 +149,8 @@ class MatchedRateSearch(StrictModel):
         "rate_falls = the converse; ignore = nothing")
     optuna_startup_trials: int = Field(4, ge=1, description="random trials before TPE, per (cell, target)")
     seed: int = 0
+    warm: bool = Field(True, description="start each (cell, target, seed) from what its neighbours learned: its "
+                       "other seeds, other targets, other cells (bisection, optuna); false: every one from scratch")
 
     @model_validator(mode="after")
     def _bracket(self) -> MatchedRateSearch:
@@ -153,6 +161,35 @@ class MatchedRateSearch(StrictModel):
     @property
     def uses_asha(self) -> bool:
         return self.strategy == "optuna" if self.early_stopping is None else self.early_stopping
+
+
+class ClaimMargins(StrictModel):
+    """Equivalence margins of the claims, each in its claim's unit; None: the product's default
+    (:data:`raysweep.frontier.claims.DEFAULT_MARGINS`). A claim is ``negligible`` when its 90%
+    interval lies inside +/- its margin."""
+
+    rate_vs_lambda: float | None = Field(None, gt=0, description="nats per unit lambda (default 1.0)")
+    frontier_shift: float | None = Field(None, gt=0, description="nats (default 1.0)")
+    anisotropy_vs_lambda: float | None = Field(None, gt=0, description="anisotropy per unit lambda (default 0.1)")
+
+
+class ClaimsConfig(StrictModel):
+    """How the claims are decided (``raysweep claims``, the report) and the budget of
+    ``raysweep extend --until-decided`` (which adds seeds in rounds until every claim is decided)."""
+
+    margin: ClaimMargins = Field(default_factory=ClaimMargins)
+    max_seeds: int | None = Field(None, ge=2, description="until-decided: the most seeds the sweep may reach "
+                                  "(default: twice its seeds, at least 6)")
+    seeds_per_round: int = Field(2, ge=1, description="until-decided: seeds added per round")
+    looks: int = Field(1, ge=1, description="looks planned at the claims (written by extend --until-decided: each look "
+                       "tests at 0.05 / looks)")
+
+
+def _flatten_once(tree: dict[str, Any], where: str) -> dict[str, Any]:
+    try:
+        return flatten_once(tree, where)
+    except RaysweepError as err:  # as a ValueError, pydantic reports it as this field's error
+        raise ValueError(str(err)) from None
 
 
 class SearchConfig(StrictModel):
@@ -169,12 +206,21 @@ class SearchConfig(StrictModel):
     optuna: OptunaConfig | None = None
     matched_rate: MatchedRateSearch | None = Field(
         None, description="mode matched_rate: rate targets, tolerance, strategy (bisection | optuna | geco)")
+    claims: ClaimsConfig = Field(default_factory=ClaimsConfig)
 
     @field_validator("grid", mode="before")
     @classmethod
     def _flatten_grid(cls, value: Any) -> Any:
-        # Accept both `loss.lambda_neural: [...]` and nested `loss: {lambda_neural: [...]}`.
-        return flatten(value) if isinstance(value, dict) else value
+        # Accept both `loss.lambda_neural: [...]` and nested `loss: {lambda_neural: [...]}`, never both.
+        return _flatten_once(value, "search.grid") if isinstance(value, dict) else value
+
+    @field_validator("cells", mode="before")
+    @classmethod
+    def _flatten_cells(cls, value: Any) -> Any:
+        # A cell is a partial trial config: its keys merge into the trial block, in either spelling.
+        if not isinstance(value, list):
+            return value
+        return [_flatten_once(c, f"search.cells[{i}]") if isinstance(c, dict) else c for i, c in enumerate(value)]
 
     @field_validator("distributions", mode="before")
     @classmethod

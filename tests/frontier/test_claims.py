@@ -1,7 +1,8 @@
-"""The claims' statistics against known truths: slopes with t intervals (read back from a real
-SQLite MLflow store written with raysweep's tracking conventions), their coverage, the frontier
-shift on curves whose average gap is known in closed form, insufficient data, off-target runs,
-and the claims in the CLI, the report page, its files and the sweep's MLflow parent run."""
+"""The claims against known truths: seed-blocked slopes with t intervals (read back from a real
+SQLite MLflow store written with raysweep's tracking conventions), the frontier shift on curves
+whose average gap is known in closed form, paired over seeds, insufficient data, off-target runs,
+and the claims in the CLI, the report page, its files and the sweep's MLflow parent run. The
+error rates at 2 to 5 seeds are in test_claims_statistics.py."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from synthetic_store import log_sweep
 
 from raysweep.cli import main
 from raysweep.frontier import claims as C
+from raysweep.frontier import claims_table as T
+from raysweep.frontier import statistics as S
 from raysweep.frontier.collect import collect_runs
 from raysweep.frontier.plots import plot_variance_profiles, profile_targets
 from raysweep.frontier.report import build_report
@@ -64,6 +67,20 @@ def matched_runs(rng: np.random.Generator) -> list[dict]:
     return runs
 
 
+def verdict_runs(rng: np.random.Generator) -> list[dict]:
+    """Three betas, 4 seeds sharing an offset of sd 2: a slope of -4 (falls), none with little noise
+    (negligible), and -1.5 under a residual of sd 3 (undecided)."""
+    offsets = rng.normal(0.0, 2.0, len(SEEDS))
+    runs = []
+    for beta, slope, noise in ((0.5, -4.0, 0.5), (2.0, 0.0, 0.3), (1.0, -1.5, 3.0)):
+        for lam in LAMBDAS:
+            for seed in SEEDS:
+                runs.append({"loss": "none" if lam == 0 else "box_blur", "lambda_neural": lam, "beta": beta, "seed": seed,
+                             "rate": 15.0 + slope * lam + offsets[seed] + rng.normal(0.0, noise), "mse": 0.02 * beta,
+                             "anisotropy": 1.0})
+    return runs
+
+
 MATCHED_SWEEP = {"name": "matched", "search": {"mode": "matched_rate",
                                                "matched_rate": {"targets": [10.0], "tolerance": 0.1}}}
 
@@ -76,6 +93,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
     uri = tracking_uri_for(storage, None)
     log_sweep(uri, "slopes", "slopes", rd_runs(np.random.default_rng(12)))
     log_sweep(uri, "matched", "matched", matched_runs(np.random.default_rng(3)), sweep_yaml=MATCHED_SWEEP)
+    log_sweep(uri, "verdicts", "verdicts", verdict_runs(np.random.default_rng(21)))
     get_or_create_experiment(make_client(uri), "empty")
     yield uri, storage
 
@@ -91,28 +109,62 @@ def test_known_slopes_read_back_from_mlflow(store: tuple[str, Path]) -> None:
     uri, _ = store
     runs = collect_runs(uri, "slopes").runs
     assert len(runs) == 40 and set(runs["lambda_neural"]) == set(LAMBDAS) and set(runs["seed"]) == set(SEEDS)
-    rows = C.compute_claims(runs, resamples=200)
+    rows = C.compute_claims(runs)
     assert {r.group for r in rows} == {GROUP}  # the pixel-SSE runs joined the box-blur group as lambda 0
     falls = _one(rows, C.RATE_VS_LAMBDA, beta=0.5)
     assert falls.verdict == C.FALLS and falls.ci_low <= -4.0 <= falls.ci_high
-    assert falls.n == 20 and falls.n_seeds == 4 and falls.reason == "" and falls.method == C.OLS_METHOD
+    assert falls.n == 20 and falls.n_seeds == 4 and falls.reason == "" and falls.method == S.BLOCKED_METHOD
+    assert falls.df == 20 - 4 - 1 and falls.level == 0.95 and falls.margin == C.DEFAULT_MARGINS[C.RATE_VS_LAMBDA]
     flat = _one(rows, C.RATE_VS_LAMBDA, beta=2.0)
-    assert flat.verdict == C.FLAT and flat.ci_low <= 0.0 <= flat.ci_high
+    # no true slope, 20 runs: the 90% interval lies inside the default margin of 1 nat per unit lambda
+    assert flat.verdict == C.NEGLIGIBLE and flat.ci_low <= 0.0 <= flat.ci_high
+    assert -1.0 < flat.eq_low and flat.eq_high < 1.0 and flat.ci_low < flat.eq_low
     assert [r.lambda_neural for r in rows if r.claim == C.FRONTIER_SHIFT] == LAMBDAS[1:]
     assert not [r for r in rows if r.claim == C.ANISOTROPY_VS_LAMBDA]  # no run has a rate target
 
 
-def test_interval_is_the_t_interval_of_the_ols_slope() -> None:
+def test_blocked_interval_is_the_seed_fixed_effect_t_interval() -> None:
+    import statsmodels.formula.api as smf
     from scipy import stats
 
-    x = np.repeat(LAMBDAS, 4)
-    y = 3.0 - 4.0 * x + np.random.default_rng(0).normal(0, NOISE, len(x))
-    slope, low, high = C.slope_interval(x, y)
+    rng = np.random.default_rng(0)
+    x = np.tile(LAMBDAS, 4)
+    seed = np.repeat(SEEDS, len(LAMBDAS))
+    y = 3.0 - 4.0 * x + rng.normal(0, 2.0, 4)[seed] + rng.normal(0, NOISE, len(x))
+    estimate = S.fit_slope(x, y, list(seed))
+    # seed as strings: a categorical in the formula, as C(seed) would make it (C is this module's claims)
+    reference = smf.ols("y ~ x + seed", data=pd.DataFrame({"x": x, "y": y, "seed": [f"s{s}" for s in seed]})).fit()
+    assert estimate.value == pytest.approx(reference.params["x"]) and estimate.se == pytest.approx(reference.bse["x"])
+    assert estimate.df == len(x) - 4 - 1 == reference.df_resid and estimate.method == S.BLOCKED_METHOD
+    low, high = estimate.interval(0.05)
+    assert (low, high) == pytest.approx(tuple(reference.conf_int(0.05).loc["x"]))
+    assert 0.5 < estimate.icc <= 1.0  # an offset of sd 2 against a residual of 0.5: the seeds hold most of it
+    # seeds never shared across lambda: the pooled fit, as scipy's linregress
+    alone = S.fit_slope(x, y, [f"{s}-{v}" for s, v in zip(seed, x, strict=True)])
     fit = stats.linregress(x, y)
-    assert slope == pytest.approx(fit.slope)
-    assert (high - low) / 2 == pytest.approx(stats.t.ppf(0.975, len(x) - 2) * fit.stderr)
-    assert C.slope_interval([0, 0, 1, 1], [2, 2, 2, 2]) == (0.0, 0.0, 0.0)  # no spread at all: exactly flat
-    assert C.verdict_of(-2, -1) == C.FALLS and C.verdict_of(1, 2) == C.RISES and C.verdict_of(-1, 1) == C.FLAT
+    assert alone.method == S.POOLED_METHOD and alone.value == pytest.approx(fit.slope)
+    assert alone.se == pytest.approx(fit.stderr) and alone.df == len(x) - 2 and alone.icc is None
+    exact = S.fit_slope([0, 0, 1, 1], [2, 2, 2, 2], [0, 1, 0, 1])
+    assert (exact.value, exact.se) == pytest.approx((0.0, 0.0)) and exact.interval(0.05) == pytest.approx((0.0, 0.0))
+
+
+def test_verdicts_direction_equivalence_and_undecided() -> None:
+    def at(value: float, se: float) -> str:
+        return S.decide(S.Estimate(value, se, 10, 13, 3, S.BLOCKED_METHOD), margin=1.0).verdict
+
+    assert at(-2.0, 0.5) == "down" and at(2.0, 0.5) == "up"
+    assert at(0.1, 0.2) == "negligible"  # the 90% interval [-0.26, 0.46] lies inside ±1
+    assert at(0.5, 1.0) == "undecided"  # crosses 0 and the margin
+    undecided = S.decide(S.Estimate(-0.8, 0.5, 10, 15, 3, S.BLOCKED_METHOD), margin=0.1)
+    assert undecided.verdict == "undecided" and 3 < undecided.seeds_needed <= S.MAX_PROJECTED_SEEDS
+    # at the projected number of seeds the projected interval decides, one fewer it does not
+    assert S.seeds_to_decide(S.Estimate(-0.8, 0.5, 10, 15, 3, S.BLOCKED_METHOD), 0.1) == undecided.seeds_needed
+    assert S.decide(S.Estimate(0.0, 5.0, 4, 6, 2, S.BLOCKED_METHOD), margin=1e-9).seeds_needed is None
+    # a look of 4 planned tests at alpha 0.0125: a wider interval than one look's
+    one = S.decide(S.Estimate(-1.0, 0.4, 10, 15, 3, S.BLOCKED_METHOD), 1.0)
+    four = S.decide(S.Estimate(-1.0, 0.4, 10, 15, 3, S.BLOCKED_METHOD), 1.0, S.alpha_per_look(4))
+    assert four.low < one.low and four.level == pytest.approx(1 - 0.05 / 4)
+    assert S.planned_looks(3, 9, 2) == 4 and S.planned_looks(3, 3, 2) == 1 and S.planned_looks(2, 5, 2) == 3
 
 
 def test_95_percent_interval_covers_the_true_slope_90_to_99_percent_of_the_time() -> None:
@@ -121,6 +173,7 @@ def test_95_percent_interval_covers_the_true_slope_90_to_99_percent_of_the_time(
     for _ in range(200):
         frame = pd.DataFrame(rd_runs(rng, slopes={0.5: -4.0}, noise=NOISE)).assign(status="finished")
         [row] = C.rate_vs_lambda(frame, BASE)
+        assert row.method == S.BLOCKED_METHOD
         covered += row.ci_low <= -4.0 <= row.ci_high
     assert 0.90 <= covered / 200 <= 0.99, covered
 
@@ -148,7 +201,7 @@ def test_shift_with_a_gap_growing_along_log_distortion() -> None:
 def test_shift_is_withheld_without_overlap_or_points() -> None:
     assert C.average_rate_difference([-3, -2], [1, 0], [-1, 0], [1, 0]) == (None, "the curves share no distortion range")
     value, why = C.average_rate_difference([-3, -2], [1, 0], [-2.5, -2.5], [1, 2])
-    assert value is None and "this lambda curve has 1 distinct distortion point (needs 2)" in why
+    assert value is None and "lambda > 0 curve has 1 distinct distortion point (needs 2)" in why
 
 
 def _rd_frame(points: dict[float, list[tuple[float, float]]], seeds: list[int]) -> pd.DataFrame:
@@ -163,13 +216,14 @@ def _rd_frame(points: dict[float, list[tuple[float, float]]], seeds: list[int]) 
 def test_shift_rows_from_runs() -> None:
     line = {0.0: [(x, 10 - 2 * x) for x in (-3.0, -2.0, -1.0)], 0.5: [(x, 7 - 2 * x) for x in (-2.5, -1.5, 0.0)],
             0.9: [(x, 5 - 2 * x) for x in (0.5, 1.0)], 1.0: [(-2.0, 3.0)]}
-    rows = C.compute_claims(_rd_frame(line, seeds=[0, 1, 2]), resamples=100)
+    rows = C.compute_claims(_rd_frame(line, seeds=[0, 1, 2]))
     down = _one(rows, C.FRONTIER_SHIFT, lambda_neural=0.5)
     assert down.slope == pytest.approx(-3.0) and down.ci_low == pytest.approx(-3.0) == down.ci_high
     assert down.verdict == C.SHIFTS_DOWN and down.n == 18 and down.n_seeds == 3
-    assert down.method == "bootstrap over seeds, 100 resamples"
+    assert down.method == S.PAIRED_METHOD and down.df == 2
     apart = _one(rows, C.FRONTIER_SHIFT, lambda_neural=0.9)
     assert apart.verdict == C.WITHHELD and apart.slope is None and "share no distortion range" in apart.reason
+    assert apart.excluded == 3 and apart.n_seeds == 0
     single = _one(rows, C.FRONTIER_SHIFT, lambda_neural=1.0)
     assert single.verdict == C.WITHHELD and "1 distinct distortion point" in single.reason
     one_seed = _one(C.compute_claims(_rd_frame(line, seeds=[0])), C.FRONTIER_SHIFT, lambda_neural=0.5)
@@ -177,14 +231,35 @@ def test_shift_rows_from_runs() -> None:
     assert one_seed.ci_low is None and one_seed.reason == "1 seed: no interval; add seeds: search.seeds"
 
 
-def test_bootstrap_is_reproducible_and_brackets_the_shift() -> None:
-    frame = pd.DataFrame(rd_runs(np.random.default_rng(5))).assign(
-        status="finished", run_id=lambda f: [f"r{i}" for i in range(len(f))], dataset="xysquares",
-        model="vector_vae", pixel_loss="sse")
-    first = [r for r in C.compute_claims(frame, resamples=200) if r.claim == C.FRONTIER_SHIFT]
-    again = [r for r in C.compute_claims(frame, resamples=200) if r.claim == C.FRONTIER_SHIFT]
-    assert [(r.ci_low, r.ci_high) for r in first] == [(r.ci_low, r.ci_high) for r in again]
-    assert all(r.ci_low <= r.slope <= r.ci_high for r in first)
+def test_paired_shift_cancels_each_seeds_offset_and_withholds_a_sliver_of_overlap() -> None:
+    # every seed's curves are the same line shifted by -1.5 nats, each seed offset by its own amount
+    rows = []
+    for seed, offset in enumerate([0.0, 4.0, -3.0]):
+        for lam, gap in ((0.0, 0.0), (0.5, -1.5 + 0.1 * (seed - 1))):
+            for i, log_d in enumerate((-3.0, -2.0, -1.0)):
+                rows.append({"run_id": f"{seed}-{lam}-{i}", "status": "finished", "dataset": "d", "model": "m",
+                             "loss": "box_blur", "pixel_loss": "sse", "lambda_neural": lam, "beta": float(i + 1),
+                             "seed": seed, "rate": 10 - 2 * log_d + offset + gap, "mse": math.exp(log_d)})
+    frame = pd.DataFrame(rows)
+    [row] = [r for r in C.compute_claims(frame) if r.claim == C.FRONTIER_SHIFT]
+    assert row.slope == pytest.approx(-1.5) and row.n_seeds == 3 and row.verdict == C.SHIFTS_DOWN
+    assert (row.ci_high - row.ci_low) / 2 == pytest.approx(S.stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3))
+    # a curve that overlaps the lambda = 0 curve over a sliver of its span is left out, and counted
+    sliver = frame.copy()
+    moved = (sliver["seed"] == 2) & (sliver["lambda_neural"] == 0.5)
+    sliver.loc[moved, "mse"] = np.exp(np.log(sliver.loc[moved, "mse"]) + 1.8)  # [-1.2, 0.8]: overlap 0.2 of 2
+    [row] = [r for r in C.compute_claims(sliver) if r.claim == C.FRONTIER_SHIFT]
+    assert row.n_seeds == 2 and row.excluded == 1 and "1 seed left out (the curves share 10%" in row.reason
+    value, why = C.average_rate_difference([-3, -2, -1], [1, 0, -1], [-1.2, 0.8], [0, -1], min_overlap=0.35)
+    assert value is None and "needs 35%" in why
+
+
+def test_shift_needs_the_same_seeds_at_both_lambdas() -> None:
+    line = {0.0: [(x, 10 - 2 * x) for x in (-3.0, -2.0)], 0.5: [(x, 9 - 2 * x) for x in (-3.0, -2.0)]}
+    frame = _rd_frame(line, seeds=[0, 1])
+    frame.loc[frame["lambda_neural"] == 0.5, "seed"] += 10  # other seeds at lambda 0.5
+    [row] = [r for r in C.compute_claims(frame) if r.claim == C.FRONTIER_SHIFT]
+    assert row.verdict == C.WITHHELD and row.reason == f"no lambda = 0 runs of this seed; {C.SAME_SEEDS}"
 
 
 # -------------------------------------------------------------------------- insufficient data
@@ -258,7 +333,7 @@ def test_variance_profiles_compare_runs_at_one_target_only(tmp_path: Path) -> No
 # ------------------------------------------------------------------------ outputs and the CLI
 def test_json_has_null_never_nan_and_csv_matches(tmp_path: Path) -> None:
     rows = C.compute_claims(_rd_frame({0.0: [(-3.0, 20.0)], 0.5: [(-3.0, 19.0)]}, seeds=[0]))
-    paths = C.write_claims(rows, tmp_path)
+    paths = T.write_claims(rows, tmp_path)
     text = paths["json"].read_text()
     assert "NaN" not in text and json.loads(text)[0]["slope"] is None
     table = pd.read_csv(paths["csv"])
@@ -299,9 +374,34 @@ def test_report_opens_with_the_claims_and_logs_them(store: tuple[str, Path], tmp
     assert main_part.index("<section id=") == main_part.index('<section id="claims">')  # the first section
     assert page.count('<tr class="claim claim-rate_vs_lambda">') == 2
     assert 'class="verdict verdict-falls">falls<' in page
-    assert 'class="verdict verdict-no-significant-change">no significant change<' in page
-    assert json.loads((out / "claims.json").read_text()) == C.claims_records(C.compute_claims(collect_runs(uri, "slopes").runs))
+    assert 'class="verdict verdict-negligible">negligible<' in page
+    assert json.loads((out / "claims.json").read_text()) == T.claims_records(C.compute_claims(collect_runs(uri, "slopes").runs))
     assert (out / "claims.csv").is_file()
     client = make_client(uri)
     [parent] = collect_runs(uri, "slopes").parent_run_ids
     assert {"claims.json", "claims.csv"} <= {f.path for f in client.list_artifacts(parent)}
+
+
+def test_report_shows_each_verdict_in_headless_chromium(store: tuple[str, Path], tmp_path: Path) -> None:
+    """A falls, a negligible and an undecided cell, each styled by its verdict, in a real browser."""
+    from chromium_cdp import find_chromium, inspect_page
+
+    uri, _ = store
+    out = tmp_path / "report"
+    index = build_report("verdicts", uri, out, log_to_mlflow=False)
+    claims = json.loads((out / "claims.json").read_text())
+    slopes = {c["beta"]: c["verdict"] for c in claims if c["claim"] == C.RATE_VS_LAMBDA}
+    assert slopes == {0.5: C.FALLS, 1.0: C.UNDECIDED, 2.0: C.NEGLIGIBLE}
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("chromium is not installed: scripts/test.sh installs Debian's chromium when run as root")
+    page = inspect_page(binary, index.resolve().as_uri(), tmp_path / "profile", screenshot=tmp_path / "v.png")
+    assert page.errors == []
+    cells = {v["text"]: v for v in page.verdicts}
+    assert {C.FALLS, C.NEGLIGIBLE, C.UNDECIDED} <= set(cells)
+    for verdict in (C.FALLS, C.NEGLIGIBLE, C.UNDECIDED):
+        assert cells[verdict]["className"] == "verdict verdict-" + "-".join(verdict.split())
+        assert cells[verdict]["height"] > 0
+    # report.css gives each its own colour: green falls, blue negligible, amber undecided
+    assert len({cells[v]["color"] for v in (C.FALLS, C.NEGLIGIBLE, C.UNDECIDED)}) == 3
+    assert cells[C.NEGLIGIBLE]["color"] == "rgb(23, 78, 166)" and cells[C.UNDECIDED]["color"] == "rgb(91, 74, 0)"

@@ -1,0 +1,160 @@
+"""``raysweep extend SWEEP --until-decided``: add seeds in rounds until every claim is decided.
+
+A sweep's first seeds often leave a claim ``undecided``: the interval crosses 0 but is not inside
+the margin either. This runs rounds of new seeds through the ordinary ``raysweep extend`` path
+(:func:`raysweep.tune.extend.extend_sweep`: only the new trials run, into the same directory and
+MLflow parent run), and after each round recomputes the claims from MLflow and prints which rows
+are still open. It stops when none is (every row falls / rises / is negligible, or shifts down /
+up; rows no seed can decide, such as a shift withheld for want of betas, do not hold it up), or
+when the sweep has ``max_seeds`` seeds.
+
+**Error rates across looks.** Looking after every round and stopping at the first decision would
+inflate the false-verdict rate if each look tested at 5%. The looks are planned up front,
+L = 1 + ceil((max_seeds - seeds now) / seeds_per_round), and each tests at 0.05 / L
+(:func:`raysweep.frontier.statistics.alpha_per_look`, Bonferroni spending: valid whatever the
+correlation between looks). The planned L is written into the sweep (``search.claims.looks``), so
+``raysweep claims`` and the report read the sweep at the same level afterwards.
+``benchmarks/claims_coverage.py --sequential`` simulates the whole procedure on synthetic truth.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from raysweep import storage
+from raysweep.errors import RaysweepError
+from raysweep.frontier.claims import ClaimRow, open_rows
+from raysweep.frontier.claims_table import CLAIM_LABELS, where
+from raysweep.frontier.report import sweep_claims
+from raysweep.frontier.statistics import alpha_per_look, planned_looks
+from raysweep.tracking.store import tracking_uri_for
+from raysweep.tune.load import load_sweep_dir
+from raysweep.tune.sweep_config import SweepConfig
+
+
+@dataclass
+class Look:
+    """One look at the claims: the seeds it saw and the rows still open after it."""
+
+    seeds: list[int]
+    rows: list[ClaimRow]
+    open: list[ClaimRow]
+
+
+@dataclass
+class UntilDecided:
+    """What ``--until-decided`` did: every look, the planned looks, and why it stopped."""
+
+    looks_planned: int
+    looks: list[Look] = field(default_factory=list)
+    decided: bool = False
+    stopped_by_budget: bool = False
+
+    @property
+    def rows(self) -> list[ClaimRow]:
+        return self.looks[-1].rows if self.looks else []
+
+
+def sweep_seeds(sweep: SweepConfig) -> list[int]:
+    """The seeds a grid sweep runs: ``search.seeds``, else its one ``train.seed`` (default 0)."""
+    if sweep.search.seeds is not None:
+        return list(sweep.search.seeds)
+    trial_train = (sweep.trial or {}).get("train") or {}
+    return [int(trial_train.get("seed", 0))]
+
+
+def next_seeds(seeds: Sequence[int], count: int) -> list[int]:
+    """`count` new seeds after the largest of `seeds` (never one already run)."""
+    start = max(seeds) + 1 if seeds else 0
+    return list(range(start, start + count))
+
+
+def _line(row: ClaimRow) -> str:
+    need = f", ~{row.seeds_needed} seeds projected" if row.seeds_needed else ""
+    return f"  {CLAIM_LABELS[row.claim]} {row.group} {where(row)}: {row.verdict}{need}"
+
+
+def extend_until_decided(
+    sweep_dir: str,
+    max_seeds: int | None = None,
+    seeds_per_round: int | None = None,
+    margins: Mapping[str, float] | None = None,
+    overrides: Sequence[str] = (),
+    address: str | None = None,
+    callbacks: list[Any] | None = None,
+    verbose: int = 1,
+) -> UntilDecided:
+    """Add seeds to the finished grid sweep in `sweep_dir` until its claims are decided (module docstring).
+
+    Args:
+        sweep_dir: the sweep directory (``STORAGE/NAME``).
+        max_seeds: the most seeds the sweep may reach (default ``search.claims.max_seeds``, else
+            twice its seeds, at least 6).
+        seeds_per_round: seeds added per round (default ``search.claims.seeds_per_round``).
+        margins: equivalence margins per claim (default the sweep's ``search.claims.margin``);
+            written into the sweep with the first round.
+        overrides: must be empty (this grows ``search.seeds`` itself).
+        address, callbacks, verbose: as :func:`raysweep.tune.extend.extend_sweep`.
+
+    Raises:
+        RaysweepError: a budget below the seeds already run, ``--set`` given, or anything
+            ``raysweep extend`` refuses.
+    """
+    from raysweep.tune.extend import extend_sweep
+
+    if overrides:
+        raise RaysweepError("--until-decided grows search.seeds itself: grow anything else with a plain "
+                            "`raysweep extend --set ...` first, then add --until-decided")
+    sweep_dir = storage.resolve_sweep_dir(sweep_dir)
+    sweep = load_sweep_dir(sweep_dir)
+    if sweep.search.mode != "grid":
+        raise RaysweepError(f"search.mode {sweep.search.mode}: --until-decided adds seeds to grid sweeps only")
+    seeds = sweep_seeds(sweep)
+    config = sweep.search.claims
+    per_round = seeds_per_round or config.seeds_per_round
+    budget = max_seeds or config.max_seeds or max(2 * len(seeds), 6)
+    if per_round < 1:
+        raise RaysweepError(f"--seeds-per-round {per_round}: add at least 1 seed per round")
+    if budget < len(seeds):
+        raise RaysweepError(f"--max-seeds {budget}: the sweep already has {len(seeds)} seeds; give at least that many")
+    earlier = config.looks if config.looks > 1 else 0  # a sequence already run on this sweep spent its looks
+    looks = earlier + planned_looks(len(seeds), budget, per_round)
+    margin_overrides = [f"search.claims.margin.{claim}={value:g}" for claim, value in (margins or {}).items()]
+    root, _ = storage.split_sweep_dir(sweep_dir)
+    uri = tracking_uri_for(root, sweep.tracking.uri)
+    experiment = sweep.tracking.experiment or sweep.name
+    result = UntilDecided(looks_planned=looks)
+    print(f"raysweep: until decided: {len(seeds)} seeds now, at most {budget}, {per_round} per round; "
+          f"{looks} looks planned, each at alpha {alpha_per_look(looks):.3g}", flush=True)
+    while True:
+        effective = {**_sweep_margins(sweep), **(margins or {})}
+        rows = sweep_claims(experiment, uri, margins=effective, looks=looks)
+        still_open = open_rows(rows)
+        result.looks.append(Look(list(seeds), rows, still_open))
+        print(f"raysweep: look {len(result.looks)} of {looks} at {len(seeds)} seeds: "
+              f"{len(rows) - len(still_open)} of {len(rows)} claim rows decided", flush=True)
+        for row in still_open:
+            print(_line(row), flush=True)
+        if not still_open:
+            result.decided = True
+            break
+        if len(seeds) >= budget:
+            result.stopped_by_budget = True
+            print(f"raysweep: until decided: the budget of {budget} seeds is spent with {len(still_open)} rows open",
+                  file=sys.stderr, flush=True)
+            break
+        added = next_seeds(seeds, min(per_round, budget - len(seeds)))
+        grown = [*seeds, *added]
+        extend_sweep(sweep_dir, [f"search.seeds=[{','.join(str(s) for s in grown)}]", f"search.claims.looks={looks}",
+                                 *margin_overrides], address=address, callbacks=callbacks, verbose=verbose)
+        margin_overrides = []
+        seeds = grown
+        sweep = load_sweep_dir(sweep_dir)
+    return result
+
+
+def _sweep_margins(sweep: SweepConfig) -> dict[str, float]:
+    return {k: float(v) for k, v in sweep.search.claims.margin.model_dump().items() if v is not None}
