@@ -18,6 +18,7 @@ from raysweep.metrics import (
     PosteriorStats,
     active_units,
     aggregated_anisotropy,
+    finite_sampling_log_spread,
     kl_per_sample,
     mutual_info_gap,
     per_sample_anisotropy,
@@ -103,7 +104,7 @@ def test_aggregated_anisotropy_from_data(std: list[float], expected: float) -> N
     stats.update(mu, torch.zeros_like(mu))
     out = stats.compute()
     # The covariance is exactly diag(std^2); the estimate subtracts what sampling alone would add.
-    expected = max(expected - sampling_log_spread(len(std) / 499), 0.0)
+    expected = max(expected - finite_sampling_log_spread(len(std), 500), 0.0)
     assert out["aggregated_anisotropy"] == pytest.approx(expected, abs=1e-8)
     assert out["aggregated_samples"] == 500
     assert out["aggregated_condition"] == pytest.approx(max(std) ** 2 / min(std) ** 2, rel=1e-8)
@@ -264,6 +265,28 @@ def test_aggregated_anisotropy_is_sound_at_the_product_sizes(j: int, n: int) -> 
             assert out["aggregated_anisotropy"] <= 0.05
         else:
             assert out["aggregated_anisotropy"] == pytest.approx(truth, rel=0.10), (j, n, truth)
+
+
+def test_aggregated_anisotropy_at_the_reporting_threshold_of_a_small_latent() -> None:
+    """J = 16 at N = 4J + 1 = 65, the smallest size reported: averaged over 200 clouds, an isotropic
+    one reads below 0.02 and a log-spectrum of variance 0.1 within 10% (the Marchenko-Pastur limit
+    alone read 0.027 and 0.114 there: it under-states the sampling spread at small J)."""
+    j, n = 16, MIN_MEANS_PER_COORDINATE * 16 + 1
+    assert aggregated_anisotropy(torch.ones(j), n - 1) == {}  # one fewer mean: withheld
+    log_eig = torch.linspace(-1.0, 1.0, j, dtype=torch.float64)
+    log_eig = log_eig * math.sqrt(0.1 / log_eig.var(unbiased=False).item())
+    for truth, scale in ((0.0, torch.zeros(j, dtype=torch.float64)), (0.1, log_eig)):
+        g = torch.Generator().manual_seed(16)
+        reads = []
+        for _ in range(200):
+            cloud = torch.randn(n, j, generator=g, dtype=torch.float64) * (0.5 * scale).exp()
+            eig = torch.linalg.eigvalsh(torch.cov(cloud.T))
+            reads.append(aggregated_anisotropy(eig, n)["aggregated_anisotropy"])
+        mean = sum(reads) / len(reads)
+        if truth == 0.0:
+            assert mean < 0.02, mean
+        else:
+            assert mean == pytest.approx(truth, rel=0.10), mean
 
 
 def test_sampling_log_spread_matches_isotropic_clouds() -> None:
