@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the embedded defaults: install, then run the quickstart sweep (6 trials of the
+# The main job on the embedded defaults: install, then run the quickstart sweep (18 trials of the
 # tiny VAE on generated XYSquares, SSE vs box blur) on a local Ray instance; CPU is enough.
 # Results go to runs/quickstart/ (runs/quickstart-<time>/ when that already holds a sweep).
 set -euo pipefail
