@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 QUICK = [  # the quickstart reduced to 2 tiny trials
     "--set", "search.cells=[{loss.neural: none, loss.lambda_neural: 0.0}, {loss.neural: box_blur, loss.lambda_neural: 0.5}]",
-    "--set", "search.grid.objective.beta=[1.0]", "--set", "train.max_steps=20", "--set", "train.val_every=10",
+    "--set", "search.grid.objective.beta=[1.0]", "--set", "search.seeds=[0]", "--set", "train.max_steps=20",
+    "--set", "train.val_every=10",
     "--set", "data.image_size=16", "--set", "data.val_size=64", "--set", "data.xysquares.square_size=4", "--set", "data.xysquares.grid_spacing=4",
     "--set", "objective.kl_warmup_steps=0",
 ]
