@@ -170,3 +170,22 @@ def mlflow_server(folder: Path) -> Iterator[str]:
     finally:
         stop_process_group(proc)
         log.close()
+
+
+@contextmanager
+def ui_server(storage: Path, log_path: Path) -> Iterator[str]:
+    """``raysweep ui --storage STORAGE`` as a real subprocess on a free port, its output in
+    `log_path`; yields its base URL once ``/health`` answers and stops its process group after."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "raysweep.cli", "ui", "--storage", str(storage), "--port", str(port)],
+            cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_health(base, proc=proc)
+            yield base
+        finally:
+            stop_process_group(proc)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
-from sweep_helpers import REPO, free_port, stop_process_group, wait_for_health
+from sweep_helpers import free_port, ui_server
 
 from raysweep.cli import main
 from raysweep.errors import RaysweepError
@@ -41,24 +38,12 @@ def _get(url: str) -> bytes:
 
 def test_ui_serves_the_embedded_store_on_localhost(tmp_path: Path) -> None:
     _, run_id = _store_with_one_run(tmp_path)
-    port = free_port()
-    log = open(tmp_path / "ui.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "raysweep.cli", "ui", "--storage", str(tmp_path), "--port", str(port)],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(base, proc=proc)
+    with ui_server(tmp_path, tmp_path / "ui.log") as base:
         found = json.loads(_get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-test"))
         assert found["experiment"]["name"] == "ui-test"
         query = urllib.parse.urlencode({"path": "final.json", "run_uuid": run_id})
         assert json.loads(_get(f"{base}/get-artifact?{query}"))["rate"] == 3.2
         assert b"<html" in _get(f"{base}/").lower()
-    finally:
-        stop_process_group(proc)
-        log.close()
     assert "open http://127.0.0.1:" in (tmp_path / "ui.log").read_text()
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
-from sweep_helpers import REPO, free_port, stop_process_group, wait_for_health
+from sweep_helpers import REPO, ui_server
 from tiny_trial import tiny_trial_tree
 
 from raysweep.cli import main
@@ -197,21 +195,8 @@ def test_mlflow_ui_shows_the_readable_names_and_the_parent_description(
         pytest.skip("headless Chromium is not installed (Debian package chromium; scripts/test.sh installs it)")
     experiment_id, parent, _ = _runs(described)
     folder = tmp_path_factory.mktemp("ui_screenshots")
-    port = free_port()
-    log = open(folder / "ui.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "raysweep.cli", "ui", "--storage", str(storage), "--port", str(port)],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(base, proc=proc)
-        with chromium(binary, folder / "profile") as devtools:
-            seen = asyncio.run(_browse(devtools, base, experiment_id, parent.info.run_id, folder))
-    finally:
-        stop_process_group(proc)
-        log.close()
+    with ui_server(storage, folder / "ui.log") as base, chromium(binary, folder / "profile") as devtools:
+        seen = asyncio.run(_browse(devtools, base, experiment_id, parent.info.run_id, folder))
     print(f"\nscreenshots: {folder / 'runs_table.png'}, {folder / 'parent_run.png'}")
     for name in NAMES:
         assert name in seen["table_text"] and name in seen["run_text"]
