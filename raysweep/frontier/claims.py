@@ -123,6 +123,9 @@ class ClaimRow:
             is projected to need (None: more than 100, or not undecided).
         icc: share of the residual variance the seeds held (blocked slopes). interaction_p: p of
             the seed x lambda interaction. seed_slope_sd: sd of the per-seed slopes.
+        pooled_seeds: blocked slopes: the seeds a design giving every run its own seed is
+            projected to need for an interval this narrow
+            (:func:`raysweep.frontier.statistics.pooled_seeds_for_width`; None past 100).
         excluded: runs left out as off target (claim 2), or seeds left out for too little overlap
             (shift). tolerance: the relative rate tolerance (claim 2).
         reason: why the verdict is not decided, and notes (else empty). method: how the interval was made.
@@ -154,6 +157,7 @@ class ClaimRow:
     icc: float | None = None
     interaction_p: float | None = None
     seed_slope_sd: float | None = None
+    pooled_seeds: int | None = None
     excluded: int = 0
     tolerance: float | None = None
     reason: str = ""
@@ -174,6 +178,7 @@ def _decide(row: ClaimRow, estimate: S.Estimate, settings: ClaimSettings) -> Non
     row.margin, row.level, row.looks = margin, decision.level, settings.looks
     row.method, row.icc, row.interaction_p = estimate.method, estimate.icc, estimate.interaction_p
     row.seed_slope_sd = estimate.seed_slope_sd
+    row.pooled_seeds = S.pooled_seeds_for_width(estimate, settings.alpha_look)
     row.verdict = {"down": down, "up": up, "negligible": NEGLIGIBLE, "undecided": UNDECIDED}[decision.verdict]
     if row.verdict == UNDECIDED:
         row.seeds_needed = decision.seeds_needed

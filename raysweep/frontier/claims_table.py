@@ -92,8 +92,16 @@ def icc_text(row: ClaimRow) -> str:
     return "" if row.icc is None else f"{row.icc:.2f}"
 
 
+def pooled_seeds_text(row: ClaimRow) -> str:
+    """Blocked slopes: the seeds a one-seed-per-run design would need for the same width ('>100' past
+    the projection's limit); '' for other rows."""
+    if row.method != S.BLOCKED_METHOD:
+        return ""
+    return f">{S.MAX_PROJECTED_SEEDS}" if row.pooled_seeds is None else str(row.pooled_seeds)
+
+
 TEXT_COLUMNS = ("claim", "group", "at", "slope / shift", "interval", "level", "verdict", "margin", "method", "icc",
-                "n", "seeds", "left out", "reason")
+                "n", "seeds", "pooled seeds", "left out", "reason")
 
 
 def text_cells(row: ClaimRow) -> list[str]:
@@ -103,7 +111,7 @@ def text_cells(row: ClaimRow) -> list[str]:
     margin = "" if row.margin is None else f"±{row.margin:g}"
     return [CLAIM_LABELS[row.claim], row.group, where(row), number(row.slope), interval(row), level_text(row),
             row.verdict, margin, METHOD_LABELS.get(row.method, row.method), icc_text(row), str(row.n),
-            str(row.n_seeds), left_out, row.reason]
+            str(row.n_seeds), pooled_seeds_text(row), left_out, row.reason]
 
 
 def methods_note(rows: Sequence[ClaimRow]) -> str:
@@ -116,7 +124,8 @@ def methods_note(rows: Sequence[ClaimRow]) -> str:
     return ("methods: " + "; ".join(f"{METHOD_LABELS[m]} = {m}" for m in used) + ". "
             f"Verdicts: falls/rises (shifts down/up) when the {level:.3g}% interval excludes 0; negligible when the "
             f"{100 - 2 * (100 - level):.3g}% interval lies inside ±margin (two one-sided tests); else undecided ({spend}). "
-            "icc: share of the residual variance the seeds held.")
+            "icc: share of the residual variance the seeds held; pooled seeds: the seeds a design giving every run "
+            "its own seed is projected to need for an interval as narrow (what blocking bought).")
 
 
 def format_claims(rows: Sequence[ClaimRow]) -> str:

@@ -23,6 +23,13 @@ Two diagnostics come with a blocked fit:
   lambda interaction), where every seed has at least 2 lambdas and degrees of freedom remain. A
   small p means the slope itself varies by seed; the blocked interval is then conditional on
   these seeds, and the row says so.
+- ``pooled_seeds``: what blocking bought, in seeds. A design that gives every run its own seed
+  has per-run variance s_b^2 + s_w^2 (the same two components), so at these lambdas its slope's
+  standard error is sqrt((s_b^2 + s_w^2) / Sxx); :func:`pooled_seeds_for_width` projects the seeds
+  that design would need for an interval as narrow as the blocked one (standard error shrinking
+  as sqrt(seeds), degrees of freedom growing with the runs). For a balanced sweep it is about
+  n_seeds / (1 - icc), less the t quantiles' difference. The components of 3 seeds rest on 2
+  degrees of freedom, so it is a planning figure: right on average, not in every sweep.
 
 **Frontier shift over seeds, paired.** :func:`paired_interval` takes one shift per seed (that
 seed's lambda curve against the same seed's lambda = 0 curve) and gives the t interval of their
@@ -72,6 +79,10 @@ class Estimate:
         method: how it was estimated. icc: share of the residual variance held by the seeds
             (blocked fits). interaction_p: p value of the seed x lambda interaction (where testable).
         seed_slope_sd: standard deviation of the per-seed slopes (where each seed has 2 lambdas).
+        pooled_se, pooled_df: blocked fits with 2 seeds or more: the standard error and degrees of
+            freedom the same runs would have had if every run had its own seed (seed and residual
+            variance components over the runs' spread of lambda), from which
+            :func:`pooled_seeds_for_width` projects what the blocking saved.
     """
 
     value: float
@@ -83,6 +94,8 @@ class Estimate:
     icc: float | None = None
     interaction_p: float | None = None
     seed_slope_sd: float | None = None
+    pooled_se: float | None = None
+    pooled_df: float | None = None
 
     def interval(self, alpha: float) -> tuple[float, float]:
         """The two-sided (1 - alpha) t interval."""
@@ -127,7 +140,14 @@ def fit_slope(x: Sequence[float], y: Sequence[float], seeds: Sequence[object] | 
         raise ValueError(f"{n} runs over {k} seeds leave no degree of freedom")
     blocked = _ols(y_arr, blocked_design)
     estimate = Estimate(float(blocked.params[0]), _se(blocked, 0), float(df), n, k, BLOCKED_METHOD)
-    estimate.icc = _icc(_ols(y_arr, pooled_design).ssr, blocked.ssr, codes, k, df)
+    components = _variance_components(_ols(y_arr, pooled_design).ssr, blocked.ssr, codes, k, df)
+    if components is not None:
+        between, within = components
+        total = between + within
+        estimate.icc = float(between / total) if total > 0 else 0.0
+        spread = float(((x_arr - x_arr.mean()) ** 2).sum())
+        estimate.pooled_se = math.sqrt(total / spread) if spread > 0 else None
+        estimate.pooled_df = float(n - 2)
     estimate.interaction_p, estimate.seed_slope_sd = _interaction(x_arr, y_arr, codes, k, blocked)
     return estimate
 
@@ -137,8 +157,10 @@ def _se(fit: object, index: int) -> float:
     return se if math.isfinite(se) else 0.0  # an exact fit: statsmodels leaves 0/0 as nan
 
 
-def _icc(ssr_pooled: float, ssr_blocked: float, codes: np.ndarray, k: int, df: int) -> float | None:
-    """The ANOVA intra-class correlation of the seeds (module docstring); None without 2 seeds."""
+def _variance_components(ssr_pooled: float, ssr_blocked: float, codes: np.ndarray, k: int,
+                         df: int) -> tuple[float, float] | None:
+    """(s_b^2, s_w^2): the ANOVA variance components of seed and residual (module docstring); None
+    without 2 seeds."""
     if k < 2:
         return None
     counts = np.bincount(codes, minlength=k).astype(float)
@@ -146,9 +168,7 @@ def _icc(ssr_pooled: float, ssr_blocked: float, codes: np.ndarray, k: int, df: i
     n0 = (n - (counts**2).sum() / n) / (k - 1)
     ms_seed = max(ssr_pooled - ssr_blocked, 0.0) / (k - 1)
     ms_within = ssr_blocked / df
-    between = max((ms_seed - ms_within) / n0, 0.0)
-    total = between + ms_within
-    return float(between / total) if total > 0 else 0.0
+    return max((ms_seed - ms_within) / n0, 0.0), ms_within
 
 
 def _interaction(x: np.ndarray, y: np.ndarray, codes: np.ndarray, k: int,
@@ -239,6 +259,32 @@ def seeds_to_decide(estimate: Estimate, margin: float, alpha: float = ALPHA,
         half = float(stats.t.ppf(1.0 - alpha / 2.0, df)) * se
         half_eq = float(stats.t.ppf(1.0 - alpha, df)) * se
         if abs(estimate.value) > half or abs(estimate.value) + half_eq < margin:
+            return total
+    return None
+
+
+def pooled_seeds_for_width(estimate: Estimate, alpha: float = ALPHA,
+                           limit: int = MAX_PROJECTED_SEEDS) -> int | None:
+    """The fewest seeds at which a pooled design (every run its own seed, as many runs per seed as
+    here) is projected to give a (1 - alpha) interval no wider than `estimate`'s blocked one.
+
+    The projection starts from :attr:`Estimate.pooled_se` (the standard error of that design at
+    these runs, module docstring): it shrinks as sqrt(n_seeds / seeds') and the residual degrees
+    of freedom are runs' - 2. It can come out below ``n_seeds`` where the seeds held nothing
+    (blocking then costs degrees of freedom). None without the components (pooled fits, one
+    seed), or past `limit`.
+    """
+    if estimate.pooled_se is None or estimate.n_seeds < 1 or estimate.se <= 0:
+        return None
+    k = estimate.n_seeds
+    runs_per_seed = estimate.n / k
+    target = float(stats.t.ppf(1.0 - alpha / 2.0, estimate.df)) * estimate.se
+    for total in range(1, limit + 1):
+        df = runs_per_seed * total - 2.0
+        if df < 1:
+            continue
+        half = float(stats.t.ppf(1.0 - alpha / 2.0, df)) * estimate.pooled_se * math.sqrt(k / total)
+        if half <= target:
             return total
     return None
 
