@@ -74,7 +74,9 @@ class TrialLines(tune.Callback):
         print(f"raysweep: trial {text}", file=sys.stdout, flush=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        swept = ", ".join(f"{k}={_value(trial.config.get(k))}" for k in self.parameters if k in trial.config)
+        # A cell that leaves a swept key unset (None: the trial's default) does not list it.
+        swept = ", ".join(f"{k}={_value(trial.config[k])}" for k in self.parameters
+                          if trial.config.get(k) is not None)
         self._say(f"{trial.trial_id} started" + (f": {swept}" if swept else ""))
 
     def _end(self, trial: Any, how: str) -> str:

@@ -15,8 +15,9 @@ from raysweep.tune.run import run_sweep
 
 
 def test_trial_lines_are_one_per_start_and_end(capsys: pytest.CaptureFixture[str]) -> None:
-    lines = console.TrialLines(["objective.beta"])
-    trial = SimpleNamespace(trial_id="abc", config={"objective.beta": 0.5, "train.lr": 1e-3},
+    lines = console.TrialLines(["objective.beta", "objective.geco.target_rate"])
+    trial = SimpleNamespace(trial_id="abc", config={"objective.beta": 0.5, "train.lr": 1e-3,
+                                                    "objective.geco.target_rate": None},  # a cell leaving it unset
                             last_result={"rate": 12.34567, "psnr": 20.0, "training_iteration": 2}, error_file=None)
     lines.on_trial_start(0, [], trial)
     lines.on_trial_complete(0, [], trial)
