@@ -315,7 +315,9 @@ def validate_sweep(
         tasks = cells * len(mr.targets)
         most = tasks * (1 if mr.strategy == "geco" else mr.max_trials)
         each = 1 if mr.strategy == "geco" else mr.max_trials
-        lines.append(f"trials: at most {most} ({cells} cell{'s' * (cells != 1)} x {len(mr.targets)} "
+        seeds = len(search.seeds) if search.seeds is not None else 1  # each seed its own operating points
+        by_seed = f" ({cells // seeds} x {seeds} seeds)" if seeds > 1 else ""
+        lines.append(f"trials: at most {most} ({cells} cell{'s' * (cells != 1)}{by_seed} x {len(mr.targets)} "
                      f"target{'s' * (len(mr.targets) != 1)} = {tasks} operating point{'s' * (tasks != 1)}, "
                      f"up to {each} trial{'s' * (each != 1)} each)")
         lines.append(f"search: matched_rate, strategy {mr.strategy}, targets "

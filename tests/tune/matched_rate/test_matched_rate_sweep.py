@@ -114,6 +114,10 @@ def test_validate_describes_a_matched_rate_sweep(tmp_path: Path, capsys: pytest.
     out = capsys.readouterr().out
     assert "trials: at most 16 (2 cells x 1 target = 2 operating points, up to 8 trials each)" in out
     assert "search: matched_rate, strategy bisection, targets 8 nats, tolerance 0.15" in out
+    # seeds get their own operating points, and the count says so
+    assert main(["validate", str(path), "--set", "search.seeds=[0,1,2]"]) == 0
+    assert ("trials: at most 48 (6 cells (2 x 3 seeds) x 1 target = 6 operating points, up to 8 trials each)"
+            in capsys.readouterr().out)
     # the resolved sweep (what `resume` reads) validates again
     from raysweep.tune.load import dump_sweep, load_sweep, sweep_from_dict
 
