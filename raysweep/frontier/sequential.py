@@ -26,7 +26,7 @@ from typing import Any
 
 from raysweep import storage
 from raysweep.errors import RaysweepError
-from raysweep.frontier.claims import ClaimRow, open_rows
+from raysweep.frontier.claims import DECIDED, ClaimRow, open_rows
 from raysweep.frontier.claims_table import CLAIM_LABELS, where
 from raysweep.frontier.report import sweep_claims
 from raysweep.frontier.statistics import alpha_per_look, planned_looks
@@ -70,6 +70,17 @@ def next_seeds(seeds: Sequence[int], count: int) -> list[int]:
     """`count` new seeds after the largest of `seeds` (never one already run)."""
     start = max(seeds) + 1 if seeds else 0
     return list(range(start, start + count))
+
+
+def look_summary(rows: Sequence[ClaimRow], still_open: Sequence[ClaimRow]) -> str:
+    """``2 of 6 claim rows decided, 3 open, 1 that more seeds cannot decide (...)``: a row withheld,
+    or short of lambdas or betas, is neither decided nor waited for."""
+    decided = sum(r.verdict in DECIDED for r in rows)
+    text = f"{decided} of {len(rows)} claim rows decided, {len(still_open)} open"
+    stuck = len(rows) - decided - len(still_open)
+    if stuck:
+        text += f", {stuck} that more seeds cannot decide (see its reason in raysweep claims)"
+    return text
 
 
 def _line(row: ClaimRow) -> str:
@@ -134,8 +145,8 @@ def extend_until_decided(
         rows = sweep_claims(experiment, uri, margins=effective, looks=looks)
         still_open = open_rows(rows)
         result.looks.append(Look(list(seeds), rows, still_open))
-        print(f"raysweep: look {len(result.looks)} of {looks} at {len(seeds)} seeds: "
-              f"{len(rows) - len(still_open)} of {len(rows)} claim rows decided", flush=True)
+        print(f"raysweep: look {len(result.looks)} of {looks} at {len(seeds)} seed{'s' * (len(seeds) != 1)}: "
+              f"{look_summary(rows, still_open)}", flush=True)
         for row in still_open:
             print(_line(row), flush=True)
         if not still_open:

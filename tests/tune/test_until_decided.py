@@ -51,6 +51,11 @@ def test_until_decided_adds_seeds_in_rounds_and_logs_each_trial_once(ray_address
     assert last.looks == 3 and last.level == pytest.approx(1 - 0.05 / 3) and last.margin == 1e-9
     assert last.n_seeds == 3 and last.method == "seed-blocked OLS (seed fixed effect), t with n - seeds - 1 df"
     assert "look 2 of 3 at 2 seeds" in printed
+    # the shift of one beta is withheld: neither decided nor open, and the look line says so
+    rows, still_open = result.looks[0].rows, result.looks[0].open
+    assert any(r.verdict == C.WITHHELD for r in rows) and not any(r.verdict in C.DECIDED for r in rows)
+    assert (f"look 1 of 3 at 1 seed: 0 of {len(rows)} claim rows decided, {len(still_open)} open, "
+            f"{len(rows) - len(still_open)} that more seeds cannot decide") in printed
 
     grown = yaml.safe_load((sweep_dir / "sweep.yaml").read_text())
     assert grown["search"]["seeds"] == [0, 1, 2] and grown["search"]["claims"]["looks"] == 3
