@@ -182,21 +182,22 @@ def test_asha_over_ddp_trials_ends_every_trial_and_leaves_no_placement_group(
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    # Two strong learning rates first, so the four weak ones meet recorded rungs and are stopped.
+    # Two strong learning rates first, so the two weak ones meet recorded rungs and are stopped (four
+    # DDP trials: each costs about 25 s on 2 cores, and two of each kind show both endings).
     raw = tiny_sweep("asha-ddp", search={
-        "cells": [{"train.lr": lr} for lr in (5e-3, 3e-3, 1e-7, 2e-7, 1e-8, 2e-8)],
+        "cells": [{"train.lr": lr} for lr in (5e-3, 3e-3, 1e-7, 1e-8)],
         "scheduler": {"type": "asha", "metric": "psnr", "mode": "max", "grace_period": 1, "reduction_factor": 2},
     }, resources={"workers": 2, "cpus_per_worker": 1, "custom": {NODE_RESOURCE: 1}}, tracking={"uri": uri})
     raw["trial"]["train"].update(max_steps=40, val_every=10)
     path = write_sweep(tmp_path, raw)
     started = time.monotonic()
     assert main(["sweep", str(path), "--storage", str(tmp_path / "runs"), "--address", ray_cluster.address]) == 0
-    print(f"ASHA over 6 DDP trials: {time.monotonic() - started:.0f} s")
+    print(f"ASHA over 4 DDP trials: {time.monotonic() - started:.0f} s")
 
     client = _mlflow(uri)
     _, children = _children(client, "asha-ddp")
     statuses = sorted(c.data.tags["raysweep.status"] for c in children)
-    assert len(children) == 6 and "running" not in statuses and "retrying" not in statuses, statuses
+    assert len(children) == 4 and "running" not in statuses and "retrying" not in statuses, statuses
     assert "early_stopped" in statuses and "finished" in statuses, statuses
     assert ray.is_initialized()
     deadline = time.monotonic() + 30
