@@ -14,7 +14,7 @@ L = 1 + ceil((max_seeds - seeds now) / seeds_per_round), and each tests at 0.05 
 (:func:`raysweep.frontier.statistics.alpha_per_look`, Bonferroni spending: valid whatever the
 correlation between looks). The planned L is written into the sweep (``search.claims.looks``), so
 ``raysweep claims`` and the report read the sweep at the same level afterwards.
-``benchmarks/claims_coverage.py --sequential`` simulates the whole procedure on synthetic truth.
+``benchmarks/claims_coverage.py`` (its sequential part) simulates the whole procedure on synthetic truth.
 """
 
 from __future__ import annotations
