@@ -79,10 +79,10 @@ class Estimate:
         method: how it was estimated. icc: share of the residual variance held by the seeds
             (blocked fits). interaction_p: p value of the seed x lambda interaction (where testable).
         seed_slope_sd: standard deviation of the per-seed slopes (where each seed has 2 lambdas).
-        pooled_se, pooled_df: blocked fits with 2 seeds or more: the standard error and degrees of
-            freedom the same runs would have had if every run had its own seed (seed and residual
-            variance components over the runs' spread of lambda), from which
-            :func:`pooled_seeds_for_width` projects what the blocking saved.
+        pooled_se: blocked fits with 2 seeds or more: the standard error the same runs would have
+            had if every run had its own seed (seed and residual variance components over the runs'
+            spread of lambda), from which :func:`pooled_seeds_for_width` projects what the
+            blocking saved.
     """
 
     value: float
@@ -95,7 +95,6 @@ class Estimate:
     interaction_p: float | None = None
     seed_slope_sd: float | None = None
     pooled_se: float | None = None
-    pooled_df: float | None = None
 
     def interval(self, alpha: float) -> tuple[float, float]:
         """The two-sided (1 - alpha) t interval."""
@@ -147,7 +146,6 @@ def fit_slope(x: Sequence[float], y: Sequence[float], seeds: Sequence[object] | 
         estimate.icc = float(between / total) if total > 0 else 0.0
         spread = float(((x_arr - x_arr.mean()) ** 2).sum())
         estimate.pooled_se = math.sqrt(total / spread) if spread > 0 else None
-        estimate.pooled_df = float(n - 2)
     estimate.interaction_p, estimate.seed_slope_sd = _interaction(x_arr, y_arr, codes, k, blocked)
     return estimate
 
@@ -274,7 +272,7 @@ def pooled_seeds_for_width(estimate: Estimate, alpha: float = ALPHA,
     (blocking then costs degrees of freedom). None without the components (pooled fits, one
     seed), or past `limit`.
     """
-    if estimate.pooled_se is None or estimate.n_seeds < 1 or estimate.se <= 0:
+    if estimate.pooled_se is None or estimate.se <= 0:
         return None
     k = estimate.n_seeds
     runs_per_seed = estimate.n / k
