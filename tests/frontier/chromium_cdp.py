@@ -36,6 +36,17 @@ def find_chromium() -> str | None:
     return None
 
 
+def require_chromium() -> str:
+    """Path of a Chromium binary; the calling test skips, saying how to install one, where there is none."""
+    import pytest
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("chromium is not installed: scripts/test.sh installs Debian's chromium when run as root "
+                    "(or: apt-get install -y chromium)")
+    return binary
+
+
 @contextmanager
 def chromium(binary: str, profile: Path, timeout: float = 60.0) -> Iterator[int]:
     """Run headless Chromium with a private profile; yields its DevTools port."""

@@ -384,7 +384,7 @@ def test_report_opens_with_the_claims_and_logs_them(store: tuple[str, Path], tmp
 
 def test_report_shows_each_verdict_in_headless_chromium(store: tuple[str, Path], tmp_path: Path) -> None:
     """A falls, a negligible and an undecided cell, each styled by its verdict, in a real browser."""
-    from chromium_cdp import find_chromium, inspect_page
+    from chromium_cdp import inspect_page, require_chromium
 
     uri, _ = store
     out = tmp_path / "report"
@@ -392,9 +392,7 @@ def test_report_shows_each_verdict_in_headless_chromium(store: tuple[str, Path],
     claims = json.loads((out / "claims.json").read_text())
     slopes = {c["beta"]: c["verdict"] for c in claims if c["claim"] == C.RATE_VS_LAMBDA}
     assert slopes == {0.5: C.FALLS, 1.0: C.UNDECIDED, 2.0: C.NEGLIGIBLE}
-    binary = find_chromium()
-    if binary is None:
-        pytest.skip("chromium is not installed: scripts/test.sh installs Debian's chromium when run as root")
+    binary = require_chromium()
     page = inspect_page(binary, index.resolve().as_uri(), tmp_path / "profile", screenshot=tmp_path / "v.png")
     assert page.errors == []
     cells = {v["text"]: v for v in page.verdicts}

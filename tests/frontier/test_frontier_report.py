@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from chromium_cdp import find_chromium, inspect_page
+from chromium_cdp import inspect_page, require_chromium
 from conftest import EXPERIMENT
 
 from raysweep.cli import main
@@ -54,10 +54,7 @@ def test_report_renders_in_headless_chromium(report_store: tuple[str, Path], tmp
     assert claims[0]["reason"] == "no replicate per lambda; add seeds: search.seeds"  # one seed at fixed beta
     assert "R* = 4 nats" in index.read_text()  # panel (d) says which target it compares
 
-    binary = find_chromium()
-    if binary is None:
-        pytest.skip("chromium is not installed: scripts/test.sh installs Debian's chromium when run as root "
-                    "(or: apt-get install -y chromium)")
+    binary = require_chromium()
     screenshot = tmp_path / "report.png"
     page = inspect_page(binary, index.resolve().as_uri(), tmp_path / "chromium_profile", screenshot=screenshot)
     if os.environ.get("RAYSWEEP_REPORT_SCREENSHOT"):

@@ -37,7 +37,7 @@ from raysweep.tune.backfill import sync_sweep_dir
 from raysweep.tune.load import sweep_from_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "frontier"))
-from chromium_cdp import _Session, chromium, find_chromium  # noqa: E402
+from chromium_cdp import _Session, chromium, require_chromium  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -190,9 +190,7 @@ async def _browse(port: int, base: str, experiment_id: str, parent_id: str, fold
 
 def test_mlflow_ui_shows_the_readable_names_and_the_parent_description(
         storage: Path, described: str, tmp_path_factory: pytest.TempPathFactory) -> None:
-    binary = find_chromium()
-    if binary is None:
-        pytest.skip("headless Chromium is not installed (Debian package chromium; scripts/test.sh installs it)")
+    binary = require_chromium()
     experiment_id, parent, _ = _runs(described)
     folder = tmp_path_factory.mktemp("ui_screenshots")
     with ui_server(storage, folder / "ui.log") as base, chromium(binary, folder / "profile") as devtools:
