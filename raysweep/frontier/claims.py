@@ -2,13 +2,16 @@
 
 Pure functions over the runs table of :func:`raysweep.frontier.collect.runs_frame` (and the
 operating-points table, when there is one); no MLflow in here; the statistics themselves are in
-:mod:`raysweep.frontier.statistics`. Per group (dataset x model x neural loss x pixel loss, the
-``none`` runs joining each neural group as lambda = 0, see :mod:`raysweep.frontier.selection`):
+:mod:`raysweep.frontier.statistics`. Per group (dataset x model x neural loss x pixel loss x
+condition, the ``none`` runs joining each neural group as lambda = 0, see
+:mod:`raysweep.frontier.selection`: runs that differ in any other swept key are different
+conditions, each with its own rows):
 
-- **Claim 1, rate vs lambda at fixed beta** (``rate_vs_lambda``, one row per beta): the slope of
-  the final rate (nats) against lambda over the finished fixed-beta runs, with seeds as blocks
-  (seed fixed effect, t interval with n - n_seeds - 1 df; pooled OLS only where no seed ran at
-  two lambdas). Unit: nats per unit lambda.
+- **Claim 1, rate vs lambda at fixed beta** (``rate_vs_lambda``, one row per beta): the mean over
+  seeds of each seed's OLS slope of the final rate (nats) against lambda, over the finished
+  fixed-beta runs, with a t interval over the seeds' slopes (seeds - 1 df): an interval for the
+  method, valid under a seed x lambda interaction. Pooled OLS only where no seed ran at two
+  lambdas. A run without a seed is its own seed. Unit: nats per unit lambda.
 - **Frontier shift** (``frontier_shift``, one row per lambda > 0): per seed, the average rate
   difference (nats) of that seed's rate-distortion curve at this lambda to the same seed's
   lambda = 0 curve at equal distortion over their common distortion range (Bjontegaard style):
@@ -19,7 +22,7 @@ operating-points table, when there is one); no MLflow in here; the statistics th
   seeds with a paired t interval (n_seeds - 1 df). Negative: less rate at equal distortion, the
   frontier shifts down.
 - **Claim 2, anisotropy vs lambda at matched rate** (``anisotropy_vs_lambda``, one row per rate
-  target R*): the seed-blocked slope of mean per-sample anisotropy (Var_j log sigma^2_j) against
+  target R*): the two-stage slope of mean per-sample anisotropy (Var_j log sigma^2_j) against
   lambda over the runs within the tolerance of their target (GECO runs and matched-rate operating
   points); off-target runs are left out and counted.
 
@@ -27,9 +30,12 @@ A verdict is read off the intervals as measured (:func:`raysweep.frontier.statis
 ``falls`` / ``rises`` (``shifts down`` / ``shifts up``) when the (1 - alpha) interval excludes 0;
 ``negligible`` when the (1 - 2 alpha) interval lies inside +/- the claim's margin (two one-sided
 tests); else ``undecided``, with the seeds a decision is projected to need. alpha is 0.05 at one
-look and 0.05 / L for a sweep that plans L looks (``raysweep extend --until-decided``). With fewer
-than 2 lambdas or no replicate, ``insufficient data`` and what to add; a shift that cannot be
-computed is ``withheld`` with the reason.
+look and, for a sweep that ran ``raysweep extend --until-decided``, the level its looks tested at
+(:class:`ClaimSettings`, the sweep's ``search.claims`` ledger). With fewer than 2 lambdas or no
+replicate, ``insufficient data`` and what to add; a row whose estimate cannot carry an interval
+(a shift that cannot be computed, a zero or non-finite standard error) is ``withheld`` with the
+reason. Whether the verdict had settled by the end of training is
+:mod:`raysweep.frontier.along_training`'s (the row's ``settled``).
 
 :mod:`raysweep.frontier.claims_table` turns the rows into JSON, CSV, text and markdown.
 """
@@ -39,6 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
@@ -55,10 +62,30 @@ from raysweep.frontier.selection import (
 
 RATE_VS_LAMBDA, FRONTIER_SHIFT, ANISOTROPY_VS_LAMBDA = "rate_vs_lambda", "frontier_shift", "anisotropy_vs_lambda"
 CLAIMS = (RATE_VS_LAMBDA, FRONTIER_SHIFT, ANISOTROPY_VS_LAMBDA)
-FALLS, RISES, NEGLIGIBLE, UNDECIDED = "falls", "rises", "negligible", "undecided"
-SHIFTS_DOWN, SHIFTS_UP = "shifts down", "shifts up"
-INSUFFICIENT, WITHHELD = "insufficient data", "withheld"
-VERDICTS = (FALLS, RISES, NEGLIGIBLE, UNDECIDED, SHIFTS_DOWN, SHIFTS_UP, INSUFFICIENT, WITHHELD)
+
+
+class Verdict(StrEnum):
+    """A row's verdict (a ``str``: it prints, serialises and compares as its text)."""
+
+    FALLS = "falls"
+    RISES = "rises"
+    NEGLIGIBLE = "negligible"
+    UNDECIDED = "undecided"
+    SHIFTS_DOWN = "shifts down"
+    SHIFTS_UP = "shifts up"
+    INSUFFICIENT = "insufficient data"
+    WITHHELD = "withheld"
+
+    @property
+    def decided(self) -> bool:
+        """Whether it decides the row (what ``--until-decided`` waits for)."""
+        return self in DECIDED
+
+
+FALLS, RISES, NEGLIGIBLE, UNDECIDED = Verdict.FALLS, Verdict.RISES, Verdict.NEGLIGIBLE, Verdict.UNDECIDED
+SHIFTS_DOWN, SHIFTS_UP = Verdict.SHIFTS_DOWN, Verdict.SHIFTS_UP
+INSUFFICIENT, WITHHELD = Verdict.INSUFFICIENT, Verdict.WITHHELD
+VERDICTS = tuple(Verdict)
 #: The verdicts that decide a row (what ``--until-decided`` waits for).
 DECIDED = (FALLS, RISES, NEGLIGIBLE, SHIFTS_DOWN, SHIFTS_UP)
 #: Default equivalence margins, in each claim's unit (README "Claims"; ``search.claims.margin.<claim>``):
@@ -81,6 +108,7 @@ ADD_BETAS = "add betas: search.grid.objective.beta"
 SAME_SEEDS = "run the same seeds at lambda 0 and this lambda (search.seeds)"
 _DIRECTIONS = {RATE_VS_LAMBDA: (FALLS, RISES), ANISOTROPY_VS_LAMBDA: (FALLS, RISES),
                FRONTIER_SHIFT: (SHIFTS_DOWN, SHIFTS_UP)}
+NOT_SETTLED = "not settled: train longer"
 
 
 @dataclass
@@ -89,46 +117,60 @@ class ClaimSettings:
 
     Attributes:
         margins: equivalence margin per claim, in its unit (defaults :data:`DEFAULT_MARGINS`).
-        looks: the looks the sweep plans (1 for a sweep read once; L for ``--until-decided``);
-            each look tests at ``alpha / looks``.
-        alpha: the false-verdict rate over all looks.
+        alpha_look: the level of this read (1 - confidence): 0.05 for a sweep read once; the level
+            of the last look of ``--until-decided`` for a sweep that ran one.
+        looks: looks taken or planned so far (1 for a sweep read once).
+        alpha_spent: the false-verdict rate the looks of ``--until-decided`` have spent.
+        alpha_bound: the bound on the false-verdict rate over every look of the sweep (0.05, more
+            where ``--extra-alpha`` carried a further sequence past a spent budget).
+        seeds_per_round: the rounds the projected route (``--until-decided``) would add seeds in.
+        diagnostics: fit the seed-blocked diagnostics (icc, interaction, pooled seeds); simulations
+            of thousands of sweeps leave them off.
     """
 
     margins: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MARGINS))
+    alpha_look: float = S.ALPHA
     looks: int = 1
-    alpha: float = S.ALPHA
+    alpha_spent: float = 0.0
+    alpha_bound: float = S.ALPHA
+    seeds_per_round: int = 2
+    diagnostics: bool = True
 
     @property
-    def alpha_look(self) -> float:
-        return S.alpha_per_look(self.looks, self.alpha)
+    def route_alpha(self) -> float:
+        """The budget the suggested route (``raysweep extend --until-decided``) would test with:
+        what is left of the bound, else a fresh ``--extra-alpha`` of 0.05."""
+        left = self.alpha_bound - self.alpha_spent
+        return left if left > 1e-12 else S.ALPHA
 
 
 @dataclass
 class ClaimRow:
-    """One line of the claims table.
+    """One line of the claims table: where it is taken, an :class:`~raysweep.frontier.statistics.Estimate`
+    and the :class:`~raysweep.frontier.statistics.Decision` read from it (either None when the row
+    has none), and the :class:`Verdict`. :func:`raysweep.frontier.claims_table.row_record` flattens
+    it into the JSON / CSV columns.
 
     Attributes:
         claim: ``rate_vs_lambda``, ``frontier_shift`` or ``anisotropy_vs_lambda``.
-        group: ``dataset / model / loss[ / pixel loss P]``; dataset, model, loss, pixel_loss: its parts.
+        group: ``dataset / model / loss[ / pixel loss P][ / condition]``; dataset, model, loss,
+            pixel_loss, condition (``grid_spacing=4``; '' when the runs share every other key): its parts.
         beta: the fixed KL weight (claim 1); lambda_neural: the curve compared to lambda 0 (shift);
             target_rate: R* in nats (claim 2). The others are None.
-        slope: claim 1 in nats per unit lambda, claim 2 in anisotropy per unit lambda; for the
-            shift, the average rate difference in nats. None when withheld.
-        se, df: its standard error and t degrees of freedom.
-        ci_low, ci_high: its two-sided interval at ``level`` (None when there is none).
-        eq_low, eq_high: the (1 - 2 alpha) interval of the equivalence test. margin: the margin.
-        level: 1 - alpha of this look (0.95 at one look). looks: the looks the sweep plans.
-        verdict: see the module docstring. n: runs used. n_seeds: distinct seeds among them (for
-            the shift: seeds paired). seeds_needed: for ``undecided``, the seeds in all a decision
-            is projected to need (None: more than 100, or not undecided).
-        icc: share of the residual variance the seeds held (blocked slopes). interaction_p: p of
-            the seed x lambda interaction. seed_slope_sd: sd of the per-seed slopes.
-        pooled_seeds: blocked slopes: the seeds a design giving every run its own seed is
-            projected to need for an interval this narrow
-            (:func:`raysweep.frontier.statistics.pooled_seeds_for_width`; None past 100).
+        estimate, decision: the statistics (None when the row has none).
+        point: a value without an interval (a shift from one seed), else None.
+        verdict: see the module docstring. margin: the equivalence margin. looks: looks so far.
+        alpha_bound: the bound on the false-verdict rate over every look of the sweep.
+        n: runs used. n_seeds: seeds averaged (two-stage, paired) or among the runs (pooled).
+        pooled_seeds: the seeds a design giving every run its own seed is projected to need for an
+            interval this narrow (:func:`raysweep.frontier.statistics.pooled_seeds_for_width`).
         excluded: runs left out as off target (claim 2), or seeds left out for too little overlap
-            (shift). tolerance: the relative rate tolerance (claim 2).
-        reason: why the verdict is not decided, and notes (else empty). method: how the interval was made.
+            (shift). seeds_left_out: seeds at a single lambda (slopes). tolerance: the relative
+            rate tolerance (claim 2).
+        settled: whether the verdict at the last validation equals the verdict at the validation
+            nearest 75% of training (None: fewer than 2 validations); check_step: that validation;
+            verdict_at_check: the verdict there; last_step: the last validation.
+        reason: why the verdict is not decided, and notes (else empty).
     """
 
     claim: str
@@ -137,31 +179,86 @@ class ClaimRow:
     model: str
     loss: str
     pixel_loss: str
+    condition: str = ""
     beta: float | None = None
     lambda_neural: float | None = None
     target_rate: float | None = None
-    slope: float | None = None
-    se: float | None = None
-    df: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    eq_low: float | None = None
-    eq_high: float | None = None
+    estimate: S.Estimate | None = None
+    decision: S.Decision | None = None
+    point: float | None = None
+    verdict: Verdict = INSUFFICIENT
     margin: float | None = None
-    level: float | None = None
     looks: int = 1
-    verdict: str = INSUFFICIENT
+    alpha_bound: float = S.ALPHA
     n: int = 0
     n_seeds: int = 0
-    seeds_needed: int | None = None
-    icc: float | None = None
-    interaction_p: float | None = None
-    seed_slope_sd: float | None = None
     pooled_seeds: int | None = None
     excluded: int = 0
+    seeds_left_out: int = 0
     tolerance: float | None = None
+    settled: bool | None = None
+    check_step: float | None = None
+    verdict_at_check: str | None = None
+    last_step: float | None = None
     reason: str = ""
-    method: str = ""
+
+    @property
+    def slope(self) -> float | None:
+        """The estimate (claim 1 and 2: per unit lambda; shift: nats), or the single seed's point."""
+        return self.estimate.value if self.estimate is not None else self.point
+
+    @property
+    def se(self) -> float | None:
+        return None if self.estimate is None else self.estimate.se
+
+    @property
+    def df(self) -> float | None:
+        return None if self.estimate is None else self.estimate.df
+
+    @property
+    def method(self) -> str:
+        return "" if self.estimate is None else self.estimate.method
+
+    @property
+    def ci_low(self) -> float | None:
+        return None if self.decision is None else self.decision.low
+
+    @property
+    def ci_high(self) -> float | None:
+        return None if self.decision is None else self.decision.high
+
+    @property
+    def eq_low(self) -> float | None:
+        return None if self.decision is None else self.decision.eq_low
+
+    @property
+    def eq_high(self) -> float | None:
+        return None if self.decision is None else self.decision.eq_high
+
+    @property
+    def level(self) -> float | None:
+        return None if self.decision is None else self.decision.level
+
+    @property
+    def seeds_needed(self) -> int | None:
+        return None if self.decision is None else self.decision.seeds_needed
+
+    @property
+    def icc(self) -> float | None:
+        return None if self.estimate is None else self.estimate.icc
+
+    @property
+    def interaction_p(self) -> float | None:
+        return None if self.estimate is None else self.estimate.interaction_p
+
+    @property
+    def seed_slope_sd(self) -> float | None:
+        return None if self.estimate is None else self.estimate.seed_slope_sd
+
+    @property
+    def key(self) -> tuple:
+        """What identifies the row across reads of the same sweep (claim, group, where)."""
+        return (self.claim, self.group, self.beta, self.lambda_neural, self.target_rate)
 
 
 def _note(row: ClaimRow, text: str) -> None:
@@ -169,29 +266,39 @@ def _note(row: ClaimRow, text: str) -> None:
 
 
 def _decide(row: ClaimRow, estimate: S.Estimate, settings: ClaimSettings) -> None:
-    """Fill the row's numbers and verdict from `estimate` at this look's alpha."""
+    """Fill the row's estimate, decision and verdict at this read's level; an estimate that cannot
+    carry an interval withholds the row with its reason."""
     margin = settings.margins.get(row.claim, DEFAULT_MARGINS[row.claim])
-    decision = S.decide(estimate, margin, settings.alpha_look)
-    down, up = _DIRECTIONS[row.claim]
-    row.slope, row.se, row.df = estimate.value, estimate.se, estimate.df
-    row.ci_low, row.ci_high, row.eq_low, row.eq_high = decision.low, decision.high, decision.eq_low, decision.eq_high
-    row.margin, row.level, row.looks = margin, decision.level, settings.looks
-    row.method, row.icc, row.interaction_p = estimate.method, estimate.icc, estimate.interaction_p
-    row.seed_slope_sd = estimate.seed_slope_sd
+    row.estimate, row.margin, row.looks, row.alpha_bound = estimate, margin, settings.looks, settings.alpha_bound
+    row.n_seeds, row.seeds_left_out = estimate.n_seeds, estimate.seeds_left_out
+    if estimate.seeds_left_out:
+        _note(row, f"{estimate.seeds_left_out} seed{'s' * (estimate.seeds_left_out != 1)} at a single lambda "
+                   "left out (a slope needs 2 lambdas per seed)")
+    if not estimate.usable:
+        row.verdict = WITHHELD
+        what = "zero" if estimate.se == 0 else "a non-finite"
+        _note(row, f"{what} standard error (the {estimate.n_seeds} seeds' estimates are identical or not numbers): "
+                   "no interval; check that these runs' metric varies")
+        return
+    route = S.until_decided_route(estimate.n_seeds, settings.route_alpha, settings.seeds_per_round)
+    decision = S.decide(estimate, margin, settings.alpha_look, route=route)
+    row.decision = decision
     row.pooled_seeds = S.pooled_seeds_for_width(estimate, settings.alpha_look)
-    row.verdict = {"down": down, "up": up, "negligible": NEGLIGIBLE, "undecided": UNDECIDED}[decision.verdict]
+    down, up = _DIRECTIONS[row.claim]
+    row.verdict = {S.Direction.DOWN: down, S.Direction.UP: up, S.Direction.NEGLIGIBLE: NEGLIGIBLE,
+                   S.Direction.UNDECIDED: UNDECIDED}[decision.verdict]
     if row.verdict == UNDECIDED:
-        row.seeds_needed = decision.seeds_needed
         if decision.seeds_needed is None:
             _note(row, f"undecided: more than {S.MAX_PROJECTED_SEEDS} seeds projected (the effect is close to the "
                        f"margin ±{margin:g}); widen the margin or {ADD_SEEDS}")
         else:
-            more = decision.seeds_needed - row.n_seeds
+            more = decision.seeds_needed - estimate.n_seeds
             _note(row, f"undecided: about {more} more seed{'s' * (more != 1)} ({decision.seeds_needed} in all) projected "
-                       f"to decide; {ADD_SEEDS} or raysweep extend --until-decided")
+                       f"to decide at the level of raysweep extend --until-decided --max-seeds {decision.seeds_needed}")
     if estimate.interaction_p is not None and estimate.interaction_p < S.INTERACTION_ALPHA:
-        _note(row, f"seed x lambda interaction p={estimate.interaction_p:.2g}: the slope varies by seed "
-                   f"(sd {estimate.seed_slope_sd:.3g}); the interval holds for these seeds")
+        spread = f" (sd {estimate.seed_slope_sd:.3g} net of noise)" if estimate.seed_slope_sd is not None else ""
+        _note(row, f"seed x lambda interaction p={estimate.interaction_p:.2g}: each seed has its own slope{spread}; "
+                   "the interval is over seeds, so it holds for the method")
 
 
 def _missing(x: pd.Series) -> str:
@@ -206,11 +313,12 @@ def _missing(x: pd.Series) -> str:
     return "; ".join(reasons)
 
 
-def _seeds(frame: pd.DataFrame) -> list | None:
-    """The seed of each run (None when the runs carry none)."""
-    if "seed" not in frame or frame["seed"].isna().all():
-        return None
-    return list(frame["seed"].fillna(-1.0))
+def _seeds(frame: pd.DataFrame) -> list:
+    """The seed of each run; a run without one is its own seed (never lumped with the others)."""
+    runs = frame["run_id"] if "run_id" in frame else pd.Series(range(len(frame)), index=frame.index)
+    if "seed" not in frame:
+        return [f"unseeded {run}" for run in runs]
+    return [s if s == s and s is not None else f"unseeded {run}" for s, run in zip(frame["seed"], runs, strict=True)]
 
 
 def _slope_row(base: dict, frame: pd.DataFrame, value: str, settings: ClaimSettings, **extra: object) -> ClaimRow:
@@ -218,7 +326,7 @@ def _slope_row(base: dict, frame: pd.DataFrame, value: str, settings: ClaimSetti
     usable = frame[np.isfinite(frame["lambda_neural"].to_numpy(dtype=float))
                    & np.isfinite(frame[value].to_numpy(dtype=float))]
     seeds = _seeds(usable)
-    row = ClaimRow(**base, **extra, n=len(usable), n_seeds=len(set(seeds)) if seeds else 0, looks=settings.looks)
+    row = ClaimRow(**base, **extra, n=len(usable), n_seeds=len(set(seeds)), looks=settings.looks)
     if usable.empty and row.reason:
         return row
     reason = _missing(usable["lambda_neural"])
@@ -226,12 +334,14 @@ def _slope_row(base: dict, frame: pd.DataFrame, value: str, settings: ClaimSetti
         _note(row, reason)
         return row
     try:
-        estimate = S.fit_slope(usable["lambda_neural"], usable[value], seeds)
+        estimate = S.fit_slope(usable["lambda_neural"], usable[value], seeds, diagnostics=settings.diagnostics)
     except ValueError as err:
         _note(row, f"{err}; {ADD_SEEDS}")
         return row
+    row.n = estimate.n
     _decide(row, estimate, settings)
     return row
+
 
 
 def rate_vs_lambda(members: pd.DataFrame, base: dict, settings: ClaimSettings | None = None) -> list[ClaimRow]:
@@ -332,12 +442,11 @@ def frontier_shift(members: pd.DataFrame, base: dict, settings: ClaimSettings | 
     fixed = fixed_beta_runs(members)
     fixed = fixed[np.isfinite(fixed[["rate", "mse", "beta", "lambda_neural"]].to_numpy(dtype=float)).all(axis=1)
                   & (fixed["mse"].to_numpy(dtype=float) > 0)].copy()
-    fixed["seed_key"] = fixed["seed"].fillna(-1.0) if "seed" in fixed else -1.0
+    fixed["seed_key"] = _seeds(fixed)
     zero = fixed[fixed["lambda_neural"] == 0]
     rows = []
     for lam, curve in fixed[fixed["lambda_neural"] > 0].groupby("lambda_neural", sort=True):
-        row = ClaimRow(**base, claim=FRONTIER_SHIFT, lambda_neural=float(lam), looks=settings.looks,
-                       method=S.PAIRED_METHOD)
+        row = ClaimRow(**base, claim=FRONTIER_SHIFT, lambda_neural=float(lam), looks=settings.looks)
         rows.append(row)
         if zero.empty:
             row.verdict, row.reason = WITHHELD, f"no lambda = 0 runs at fixed beta; {ADD_LAMBDAS}"
@@ -353,7 +462,7 @@ def frontier_shift(members: pd.DataFrame, base: dict, settings: ClaimSettings | 
         if skipped:
             _note(row, f"{len(skipped)} seed{'s' * (len(skipped) != 1)} left out ({sorted(set(skipped.values()))[0]})")
         if len(shifts) < 2:
-            row.slope = float(next(iter(shifts.values())))
+            row.point = float(next(iter(shifts.values())))
             _note(row, f"1 seed: no interval; {ADD_SEEDS}")
             continue
         _decide(row, S.paired_interval(list(shifts.values())), settings)
@@ -361,30 +470,45 @@ def frontier_shift(members: pd.DataFrame, base: dict, settings: ClaimSettings | 
 
 
 # -------------------------------------------------------------------------------- all claims
+def _known(runs: pd.DataFrame, column: str) -> float | None:
+    if column not in runs:
+        return None
+    known = pd.to_numeric(runs[column], errors="coerce").dropna()
+    return None if known.empty else float(known.max())
+
+
 def settings_from_runs(runs: pd.DataFrame, margins: Mapping[str, float] | None = None,
                        looks: int | None = None) -> ClaimSettings:
-    """The claim settings: `margins` and `looks` where given, else the sweep's own
-    (``search.claims``: columns ``claims_margin_<claim>`` and ``claims_looks`` of
-    :func:`raysweep.frontier.collect.with_sweep_settings`), else the defaults."""
+    """The claim settings: `margins` where given, else the sweep's own (``search.claims``: columns
+    ``claims_margin_<claim>``, ``claims_looks``, ``claims_alpha_look``, ``claims_alpha_spent``,
+    ``claims_alpha_bound``, ``claims_seeds_per_round`` of
+    :func:`raysweep.frontier.collect.with_sweep_settings`), else the defaults. `looks` (a look of
+    a sequence planning that many, each at 0.05 / looks) overrides the sweep's level."""
     settings = ClaimSettings()
     for claim in CLAIMS:
-        column = f"claims_margin_{claim}"
-        if column in runs:
-            known = pd.to_numeric(runs[column], errors="coerce").dropna()
-            if not known.empty:
-                settings.margins[claim] = float(known.iloc[0])
-    if "claims_looks" in runs:
-        known = pd.to_numeric(runs["claims_looks"], errors="coerce").dropna()
-        if not known.empty:
-            settings.looks = int(known.max())
+        value = _known(runs, f"claims_margin_{claim}")
+        if value is not None:
+            settings.margins[claim] = value
+    recorded_looks = _known(runs, "claims_looks")
+    if recorded_looks is not None:
+        settings.looks = int(recorded_looks)
+        settings.alpha_look = S.alpha_per_look(settings.looks)  # a sweep written before the ledger
+    for name in ("alpha_look", "alpha_spent", "alpha_bound"):
+        value = _known(runs, f"claims_{name}")
+        if value is not None:
+            setattr(settings, name, value)
+    per_round = _known(runs, "claims_seeds_per_round")
+    if per_round is not None:
+        settings.seeds_per_round = int(per_round)
     settings.margins.update(margins or {})
     if looks is not None:
-        settings.looks = int(looks)
+        settings.looks, settings.alpha_look = int(looks), S.alpha_per_look(int(looks))
     return settings
 
 
 def compute_claims(runs: pd.DataFrame, points: pd.DataFrame | None = None, tolerance: float | None = None,
-                   margins: Mapping[str, float] | None = None, looks: int | None = None) -> list[ClaimRow]:
+                   margins: Mapping[str, float] | None = None, looks: int | None = None,
+                   settings: ClaimSettings | None = None) -> list[ClaimRow]:
     """Every claim row of a sweep's runs: per group, claim 1 per beta, the frontier shift per
     lambda > 0, claim 2 per rate target.
 
@@ -397,11 +521,12 @@ def compute_claims(runs: pd.DataFrame, points: pd.DataFrame | None = None, toler
             ``search.matched_rate.tolerance``, else 0.05.
         margins: equivalence margin per claim (its unit); None: the sweep's ``search.claims.margin``,
             else :data:`DEFAULT_MARGINS`.
-        looks: looks planned (alpha is spent over them); None: the sweep's ``search.claims.looks``, else 1.
+        looks: looks a sequence plans (each at 0.05 / looks); None: the sweep's level.
+        settings: all of the above at once (margins and looks are then ignored).
     """
     if runs.empty:
         return []
-    settings = settings_from_runs(runs, margins, looks)
+    settings = settings or settings_from_runs(runs, margins, looks)
     runs = with_operating_points(runs, points)
     rows: list[ClaimRow] = []
     for title, members in groups(runs):

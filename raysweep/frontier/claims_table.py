@@ -16,6 +16,7 @@ from raysweep.frontier import statistics as S
 from raysweep.frontier.claims import (
     ANISOTROPY_VS_LAMBDA,
     FRONTIER_SHIFT,
+    NOT_SETTLED,
     RATE_VS_LAMBDA,
     ClaimRow,
 )
@@ -23,7 +24,14 @@ from raysweep.frontier.claims import (
 CLAIM_LABELS = {RATE_VS_LAMBDA: "rate vs lambda", FRONTIER_SHIFT: "frontier shift",
                 ANISOTROPY_VS_LAMBDA: "anisotropy vs lambda"}
 #: The short name of each method in the table (the full one is in the footer, the JSON and the CSV).
-METHOD_LABELS = {S.BLOCKED_METHOD: "blocked", S.POOLED_METHOD: "pooled", S.PAIRED_METHOD: "paired"}
+METHOD_LABELS = {S.TWO_STAGE_METHOD: "two-stage", S.POOLED_METHOD: "pooled", S.PAIRED_METHOD: "paired"}
+#: The JSON / CSV columns, in order: where the row is taken, its numbers, its verdict and whether it
+#: had settled, its diagnostics, and why.
+RECORD_COLUMNS = ("claim", "group", "dataset", "model", "loss", "pixel_loss", "condition", "beta", "lambda_neural",
+                  "target_rate", "slope", "se", "df", "ci_low", "ci_high", "eq_low", "eq_high", "margin", "level",
+                  "looks", "alpha_bound", "verdict", "settled", "settling", "verdict_at_check", "check_step", "last_step", "n",
+                  "n_seeds", "seeds_left_out", "seeds_needed", "icc", "interaction_p", "seed_slope_sd", "blocked_se",
+                  "pooled_seeds", "excluded", "tolerance", "reason", "method")
 
 
 def _clean(value: object) -> object:
@@ -34,15 +42,43 @@ def _clean(value: object) -> object:
     return value
 
 
+def settling_text(row: ClaimRow) -> str:
+    """``settled``, ``not settled: train longer (falls at step 400 of 600)`` or '' (one validation)."""
+    if row.settled is None:
+        return ""
+    if row.settled:
+        return "settled"
+    return f"{NOT_SETTLED} ({row.verdict_at_check} at step {row.check_step:g} of {row.last_step:g})"
+
+
+def row_record(row: ClaimRow) -> dict:
+    """One row flattened into :data:`RECORD_COLUMNS` (the one place the estimate, the decision and
+    the verdict become columns): plain values, missing or non-finite numbers as None."""
+    estimate = row.estimate
+    record = {
+        "claim": row.claim, "group": row.group, "dataset": row.dataset, "model": row.model, "loss": row.loss,
+        "pixel_loss": row.pixel_loss, "condition": row.condition, "beta": row.beta,
+        "lambda_neural": row.lambda_neural, "target_rate": row.target_rate, "slope": row.slope, "se": row.se,
+        "df": row.df, "ci_low": row.ci_low, "ci_high": row.ci_high, "eq_low": row.eq_low, "eq_high": row.eq_high,
+        "margin": row.margin, "level": row.level, "looks": row.looks, "alpha_bound": row.alpha_bound, "verdict": str(row.verdict),
+        "settled": row.settled, "settling": settling_text(row), "verdict_at_check": row.verdict_at_check,
+        "check_step": row.check_step, "last_step": row.last_step, "n": row.n, "n_seeds": row.n_seeds,
+        "seeds_left_out": row.seeds_left_out, "seeds_needed": row.seeds_needed, "icc": row.icc,
+        "interaction_p": row.interaction_p, "seed_slope_sd": row.seed_slope_sd,
+        "blocked_se": None if estimate is None else estimate.blocked_se, "pooled_seeds": row.pooled_seeds,
+        "excluded": row.excluded, "tolerance": row.tolerance, "reason": row.reason, "method": row.method,
+    }
+    return {k: _clean(record[k]) for k in RECORD_COLUMNS}
+
+
 def claims_records(rows: Sequence[ClaimRow]) -> list[dict]:
-    """The rows as plain dicts, missing or non-finite numbers as None (JSON null)."""
-    return [{k: _clean(v) for k, v in vars(row).items()} for row in rows]
+    """The rows as plain dicts (:func:`row_record`), missing or non-finite numbers as None (JSON null)."""
+    return [row_record(row) for row in rows]
 
 
 def claims_frame(rows: Sequence[ClaimRow]) -> pd.DataFrame:
-    """The rows as a DataFrame, one column per :class:`ClaimRow` field."""
-    columns = list(ClaimRow.__dataclass_fields__)
-    return pd.DataFrame(claims_records(rows), columns=columns)
+    """The rows as a DataFrame, one column per :data:`RECORD_COLUMNS` entry."""
+    return pd.DataFrame(claims_records(rows), columns=list(RECORD_COLUMNS))
 
 
 def claims_json(rows: Sequence[ClaimRow]) -> str:
@@ -93,15 +129,15 @@ def icc_text(row: ClaimRow) -> str:
 
 
 def pooled_seeds_text(row: ClaimRow) -> str:
-    """Blocked slopes: the seeds a one-seed-per-run design would need for the same width ('>100' past
-    the projection's limit); '' for other rows."""
-    if row.method != S.BLOCKED_METHOD:
+    """Two-stage slopes: the seeds a one-seed-per-run design would need for the same width ('>100'
+    past the projection's limit); '' for other rows."""
+    if row.method != S.TWO_STAGE_METHOD or row.decision is None:
         return ""
     return f">{S.MAX_PROJECTED_SEEDS}" if row.pooled_seeds is None else str(row.pooled_seeds)
 
 
-TEXT_COLUMNS = ("claim", "group", "at", "slope / shift", "interval", "level", "verdict", "margin", "method", "icc",
-                "n", "seeds", "pooled seeds", "left out", "reason")
+TEXT_COLUMNS = ("claim", "group", "at", "slope / shift", "interval", "level", "verdict", "settled", "margin", "method",
+                "icc", "seed sd", "n", "seeds", "pooled seeds", "left out", "reason")
 
 
 def text_cells(row: ClaimRow) -> list[str]:
@@ -109,23 +145,32 @@ def text_cells(row: ClaimRow) -> list[str]:
     without enough overlap of the shift)."""
     left_out = str(row.excluded) if row.claim != RATE_VS_LAMBDA else ""
     margin = "" if row.margin is None else f"±{row.margin:g}"
+    seed_sd = "" if row.seed_slope_sd is None else f"{row.seed_slope_sd:.3g}"
     return [CLAIM_LABELS[row.claim], row.group, where(row), number(row.slope), interval(row), level_text(row),
-            row.verdict, margin, METHOD_LABELS.get(row.method, row.method), icc_text(row), str(row.n),
-            str(row.n_seeds), pooled_seeds_text(row), left_out, row.reason]
+            str(row.verdict), settling_text(row), margin, METHOD_LABELS.get(row.method, row.method), icc_text(row),
+            seed_sd, str(row.n), str(row.n_seeds), pooled_seeds_text(row), left_out, row.reason]
 
 
 def methods_note(rows: Sequence[ClaimRow]) -> str:
-    """What the intervals and verdicts are: the methods the rows used and the looks' level."""
-    used = [m for m in (S.BLOCKED_METHOD, S.POOLED_METHOD, S.PAIRED_METHOD) if any(r.method == m for r in rows)]
+    """What the intervals and verdicts are: the methods the rows used, the level of this read and
+    the bound on the false-verdict rate over every look of the sweep."""
+    used = [m for m in (S.TWO_STAGE_METHOD, S.POOLED_METHOD, S.PAIRED_METHOD) if any(r.method == m for r in rows)]
+    levels = [r.level for r in rows if r.level is not None]
+    level = 100 * (min(levels) if levels else 1 - S.ALPHA)
     looks = max((r.looks for r in rows), default=1)
-    level = 100 * (1 - S.alpha_per_look(looks))
-    spend = (f"{looks} planned looks, alpha 0.05 spent evenly (Bonferroni): each look at {level:.3g}%"
-             if looks > 1 else "one look")
+    spend = "one look"
+    if looks > 1:
+        bound = max(r.alpha_bound for r in rows)
+        spend = (f"{looks} looks of raysweep extend --until-decided, alpha spent over them (Bonferroni): this read "
+                 f"at {level:.3g}%, the false-verdict rate over every look at most {100 * bound:.3g}%")
     return ("methods: " + "; ".join(f"{METHOD_LABELS[m]} = {m}" for m in used) + ". "
             f"Verdicts: falls/rises (shifts down/up) when the {level:.3g}% interval excludes 0; negligible when the "
             f"{100 - 2 * (100 - level):.3g}% interval lies inside ±margin (two one-sided tests); else undecided ({spend}). "
-            "icc: share of the residual variance the seeds held; pooled seeds: the seeds a design giving every run "
-            "its own seed is projected to need for an interval as narrow (what blocking bought).")
+            "Intervals are over seeds: they hold for the method, not only for the seeds that ran. settled: the verdict "
+            "at the last validation equals the one at the validation nearest 75% of training. icc: share of the "
+            "residual variance the seeds held; seed sd: the sd of the seeds' own slopes net of noise (the seed x "
+            "lambda interaction); pooled seeds: the seeds a design giving every run its own seed is projected to "
+            "need for an interval as narrow (what sharing seeds bought).")
 
 
 def format_claims(rows: Sequence[ClaimRow]) -> str:

@@ -4,8 +4,11 @@ the claims' error rates: the tests (test_claims_statistics.py) and benchmarks/cl
 Every draw is its own group (``dataset = d<draw>``), so one :func:`raysweep.frontier.claims.compute_claims`
 call over the concatenated frame gives one row per draw: the simulation is vectorised over draws.
 
-- :func:`slope_runs`: rate = 10 + slope * lambda + offset_seed + residual at one beta, lambda in
-  {0, .25, .5, .75, 1}, offset sd 2 shared by the seed's runs, residual sd 0.5 (the issue's truth).
+- :func:`slope_runs`: rate = 10 + (slope + u_seed) * lambda + offset_seed + residual at one beta,
+  lambda in {0, .25, .5, .75, 1}, offset sd 2 shared by the seed's runs, residual sd 0.5, and a
+  seed x lambda interaction: each seed's own slope differs from the mean slope by u_seed ~ N(0, tau^2).
+- :func:`anisotropy_runs`: the same truth for claim 2: GECO runs on their 15-nat target whose mean
+  anisotropy has that slope against lambda.
 - :func:`frontier_runs`: per seed, a rate-distortion curve at 3 betas for lambda 0 and lambda 0.5:
   log MSE = base(beta) + spread * [lambda > 0] + seed's log-distortion offset + noise, and
   rate = R(log MSE) + shift * [lambda > 0] + offset_seed + residual, with R convex
@@ -34,19 +37,36 @@ def _frame(draws: np.ndarray, seeds: np.ndarray, lambdas: np.ndarray, betas: np.
     })
 
 
-def slope_runs(rng: np.random.Generator, draws: int, seeds: int, slope: float,
-               seed_sd: float = SEED_SD, residual_sd: float = RESIDUAL_SD) -> pd.DataFrame:
-    """`draws` independent claim-1 sweeps of `seeds` seeds x 5 lambdas at beta 0.03 (module docstring)."""
+def _slope_truth(rng: np.random.Generator, draws: int, seeds: int, slope: float, tau: float,
+                 seed_sd: float, residual_sd: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(draw, seed, lambda, y) with y = (slope + u_seed) * lambda + offset_seed + residual."""
     d, s, lam = (a.ravel() for a in np.meshgrid(np.arange(draws), np.arange(seeds), LAMBDAS, indexing="ij"))
     offsets = rng.normal(0.0, seed_sd, (draws, seeds))[d, s]
-    rate = 10.0 + slope * lam + offsets + rng.normal(0.0, residual_sd, len(d))
-    return _frame(d, s, lam, np.full(len(d), 0.03), rate, np.full(len(d), -3.0))
+    own = rng.normal(0.0, tau, (draws, seeds))[d, s] if tau > 0 else 0.0
+    return d, s, lam, (slope + own) * lam + offsets + rng.normal(0.0, residual_sd, len(d))
+
+
+def slope_runs(rng: np.random.Generator, draws: int, seeds: int, slope: float, tau: float = 0.0,
+               seed_sd: float = SEED_SD, residual_sd: float = RESIDUAL_SD) -> pd.DataFrame:
+    """`draws` independent claim-1 sweeps of `seeds` seeds x 5 lambdas at beta 0.03 (module docstring)."""
+    d, s, lam, y = _slope_truth(rng, draws, seeds, slope, tau, seed_sd, residual_sd)
+    return _frame(d, s, lam, np.full(len(d), 0.03), 10.0 + y, np.full(len(d), -3.0))
+
+
+def anisotropy_runs(rng: np.random.Generator, draws: int, seeds: int, slope: float, tau: float = 0.0,
+                    seed_sd: float = SEED_SD, residual_sd: float = RESIDUAL_SD) -> pd.DataFrame:
+    """`draws` claim-2 sweeps: GECO runs at R* = 15 nats (rates within 2% of it), `seeds` seeds x 5
+    lambdas, anisotropy = 3 + (slope + u_seed) * lambda + offset_seed + residual."""
+    d, s, lam, y = _slope_truth(rng, draws, seeds, slope, tau, seed_sd, residual_sd)
+    frame = _frame(d, s, lam, np.full(len(d), 0.03), 15.0 * (1.0 + rng.uniform(-0.02, 0.02, len(d))),
+                   np.full(len(d), -3.0))
+    return frame.assign(anisotropy=3.0 + y, target_rate=15.0)
 
 
 def more_seeds(rng: np.random.Generator, draws: int, first_seed: int, seeds: int, slope: float,
                seed_sd: float = SEED_SD, residual_sd: float = RESIDUAL_SD) -> pd.DataFrame:
     """The runs `seeds` new seeds (numbered from `first_seed`) add to each draw of :func:`slope_runs`."""
-    frame = slope_runs(rng, draws, seeds, slope, seed_sd, residual_sd)
+    frame = slope_runs(rng, draws, seeds, slope, seed_sd=seed_sd, residual_sd=residual_sd)
     frame["seed"] += first_seed
     return frame
 
@@ -65,7 +85,7 @@ def frontier_runs(rng: np.random.Generator, draws: int, seeds: int, shift: float
 
 
 def sequential_slope(rng: np.random.Generator, slope: float, first: int = 3, per_round: int = 2,
-                     max_seeds: int = 9, margin: float = 1.0) -> tuple[str, int]:
+                     max_seeds: int = 9, margin: float = 1.0, tau: float = 0.0) -> tuple[str, int]:
     """One run of ``raysweep extend --until-decided`` on a claim-1 row of this truth: look at
     `first` seeds, add `per_round` seeds until the row is decided or `max_seeds` are spent, each
     look at alpha / L (L planned looks), with the product's own fit and decision
@@ -75,32 +95,33 @@ def sequential_slope(rng: np.random.Generator, slope: float, first: int = 3, per
 
     looks = S.planned_looks(first, max_seeds, per_round)
     alpha = S.alpha_per_look(looks)
-    offsets = rng.normal(0.0, SEED_SD, max_seeds)
-    x = np.tile(LAMBDAS, max_seeds)
-    seed = np.repeat(np.arange(max_seeds), len(LAMBDAS))
-    y = 10.0 + slope * x + offsets[seed] + rng.normal(0.0, RESIDUAL_SD, len(x))
+    _d, seed, x, y = _slope_truth(rng, 1, max_seeds, slope, tau, SEED_SD, RESIDUAL_SD)
     seeds = first
     while True:
         at = seed < seeds
-        decision = S.decide(S.fit_slope(x[at], y[at], list(seed[at])), margin, alpha)
+        decision = S.decide(S.fit_slope(x[at], y[at], list(seed[at]), diagnostics=False), margin, alpha)
         if decision.verdict != "undecided" or seeds >= max_seeds:
             return decision.verdict, seeds
         seeds = min(seeds + per_round, max_seeds)
 
 
-def slope_decisions(rng: np.random.Generator, draws: int, seeds: int, slope: float,
-                    margin: float = 1.0) -> list[tuple[str, float, float]]:
-    """(verdict, low, high) of the product's blocked fit and decision on `draws` claim-1 sweeps,
-    straight from arrays (thousands of draws in seconds; the rows' path is checked against it)."""
+def slope_decisions(rng: np.random.Generator, draws: int, seeds: int, slope: float, margin: float = 1.0,
+                    tau: float = 0.0, blocked: bool = False) -> list[tuple[str, float, float]]:
+    """(verdict, low, high) of the product's two-stage fit and decision on `draws` claim-1 sweeps,
+    straight from arrays (thousands of draws in seconds; the rows' path is checked against it).
+    `blocked`: the seed-blocked interval instead (the method before the two-stage one, for comparison)."""
     from raysweep.frontier import statistics as S
 
-    frame = slope_runs(rng, draws, seeds, slope)
+    d, seed, x, y = _slope_truth(rng, draws, seeds, slope, tau, SEED_SD, RESIDUAL_SD)
     out = []
-    x, y, seed = frame["lambda_neural"].to_numpy(), frame["rate"].to_numpy(), frame["seed"].to_numpy()
     per = seeds * len(LAMBDAS)
-    for d in range(draws):
-        part = slice(d * per, (d + 1) * per)
-        decision = S.decide(S.fit_slope(x[part], y[part], list(seed[part])), margin)
+    for draw in range(draws):
+        part = slice(draw * per, (draw + 1) * per)
+        estimate = S.fit_slope(x[part], y[part], list(seed[part]), diagnostics=blocked)
+        if blocked:
+            estimate = S.Estimate(estimate.value, estimate.blocked_se, estimate.blocked_df, estimate.n,
+                                  estimate.n_seeds, S.BLOCKED_METHOD)
+        decision = S.decide(estimate, margin)
         out.append((decision.verdict, decision.low, decision.high))
     return out
 
@@ -130,5 +151,27 @@ def shift_decisions(rng: np.random.Generator, draws: int, seeds: int, shift: flo
             out.append(("withheld", float("nan"), float("nan")))
             continue
         decision = S.decide(S.paired_interval(values), margin)
+        out.append((decision.verdict, decision.low, decision.high))
+    return out
+
+
+def anisotropy_decisions(rng: np.random.Generator, draws: int, seeds: int, slope: float, margin: float = 1.0,
+                         tau: float = 0.0, tolerance: float = 0.05) -> list[tuple[str, float, float]]:
+    """(verdict, low, high) of claim 2 on `draws` sweeps of :func:`anisotropy_runs`, straight from
+    arrays as the rows compute it: the on-target runs (``|rate / R* - 1| <= tolerance``), then the
+    product's two-stage fit and decision (the rows' path is checked against it draw by draw)."""
+    from raysweep.frontier import statistics as S
+    from raysweep.tune.matched_rate.points import within_tolerance
+
+    frame = anisotropy_runs(rng, draws, seeds, slope, tau=tau)
+    x, y, seed = (frame[c].to_numpy() for c in ("lambda_neural", "anisotropy", "seed"))
+    on = np.array([within_tolerance(float(r), 15.0, tolerance) for r in frame["rate"]])
+    per = seeds * len(LAMBDAS)
+    out = []
+    for draw in range(draws):
+        part = np.zeros(len(x), dtype=bool)
+        part[draw * per:(draw + 1) * per] = True
+        part &= on
+        decision = S.decide(S.fit_slope(x[part], y[part], list(seed[part]), diagnostics=False), margin)
         out.append((decision.verdict, decision.low, decision.high))
     return out

@@ -1,4 +1,4 @@
-"""The claims against known truths: seed-blocked slopes with t intervals (read back from a real
+"""The claims against known truths: two-stage slopes over seeds with t intervals (read back from a real
 SQLite MLflow store written with raysweep's tracking conventions), the frontier shift on curves
 whose average gap is known in closed form, paired over seeds, insufficient data, off-target runs,
 and the claims in the CLI, the report page, its files and the sweep's MLflow parent run. The
@@ -98,6 +98,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
     yield uri, storage
 
 
+def stats_t(q: float, df: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(q, df))
+
+
 def _one(rows: list[C.ClaimRow], claim: str, **at: float) -> C.ClaimRow:
     found = [r for r in rows if r.claim == claim and all(getattr(r, k) == v for k, v in at.items())]
     assert len(found) == 1, (claim, at, rows)
@@ -113,56 +119,90 @@ def test_known_slopes_read_back_from_mlflow(store: tuple[str, Path]) -> None:
     assert {r.group for r in rows} == {GROUP}  # the pixel-SSE runs joined the box-blur group as lambda 0
     falls = _one(rows, C.RATE_VS_LAMBDA, beta=0.5)
     assert falls.verdict == C.FALLS and falls.ci_low <= -4.0 <= falls.ci_high
-    assert falls.n == 20 and falls.n_seeds == 4 and falls.reason == "" and falls.method == S.BLOCKED_METHOD
-    assert falls.df == 20 - 4 - 1 and falls.level == 0.95 and falls.margin == C.DEFAULT_MARGINS[C.RATE_VS_LAMBDA]
+    assert falls.n == 20 and falls.n_seeds == 4 and falls.reason == "" and falls.method == S.TWO_STAGE_METHOD
+    assert falls.df == 4 - 1 and falls.level == 0.95 and falls.margin == C.DEFAULT_MARGINS[C.RATE_VS_LAMBDA]
     flat = _one(rows, C.RATE_VS_LAMBDA, beta=2.0)
-    # no true slope, 20 runs: the 90% interval lies inside the default margin of 1 nat per unit lambda
+    # no true slope, 4 seeds: the 90% interval over the seeds' slopes lies inside the default margin of 1 nat
     assert flat.verdict == C.NEGLIGIBLE and flat.ci_low <= 0.0 <= flat.ci_high
     assert -1.0 < flat.eq_low and flat.eq_high < 1.0 and flat.ci_low < flat.eq_low
     assert [r.lambda_neural for r in rows if r.claim == C.FRONTIER_SHIFT] == LAMBDAS[1:]
     assert not [r for r in rows if r.claim == C.ANISOTROPY_VS_LAMBDA]  # no run has a rate target
 
 
-def test_blocked_interval_is_the_seed_fixed_effect_t_interval() -> None:
+def test_two_stage_interval_is_the_t_interval_of_the_seeds_own_slopes() -> None:
     import statsmodels.formula.api as smf
     from scipy import stats
 
     rng = np.random.default_rng(0)
     x = np.tile(LAMBDAS, 4)
     seed = np.repeat(SEEDS, len(LAMBDAS))
-    y = 3.0 - 4.0 * x + rng.normal(0, 2.0, 4)[seed] + rng.normal(0, NOISE, len(x))
+    y = 3.0 - 4.0 * x + rng.normal(0, 2.0, 4)[seed] + rng.normal(0, 1.0, 4)[seed] * x + rng.normal(0, NOISE, len(x))
     estimate = S.fit_slope(x, y, list(seed))
-    # seed as strings: a categorical in the formula, as C(seed) would make it (C is this module's claims)
-    reference = smf.ols("y ~ x + seed", data=pd.DataFrame({"x": x, "y": y, "seed": [f"s{s}" for s in seed]})).fit()
-    assert estimate.value == pytest.approx(reference.params["x"]) and estimate.se == pytest.approx(reference.bse["x"])
-    assert estimate.df == len(x) - 4 - 1 == reference.df_resid and estimate.method == S.BLOCKED_METHOD
-    low, high = estimate.interval(0.05)
-    assert (low, high) == pytest.approx(tuple(reference.conf_int(0.05).loc["x"]))
+    own = [stats.linregress(x[seed == s], y[seed == s]).slope for s in SEEDS]
+    reference = stats.ttest_1samp(own, 0.0)
+    assert estimate.method == S.TWO_STAGE_METHOD and estimate.df == 4 - 1 == reference.df
+    assert estimate.value == pytest.approx(np.mean(own)) and estimate.se == pytest.approx(stats.sem(own))
+    assert estimate.interval(0.05) == pytest.approx(tuple(reference.confidence_interval(0.95)))
+    # balanced (every seed at the same lambdas): the point estimate is the seed-blocked OLS slope, kept as a
+    # diagnostic beside it (seed as strings: a categorical in the formula, as C(seed) would make it)
+    blocked = smf.ols("y ~ x + seed", data=pd.DataFrame({"x": x, "y": y, "seed": [f"s{s}" for s in seed]})).fit()
+    assert estimate.value == pytest.approx(blocked.params["x"])
+    assert estimate.blocked_se == pytest.approx(blocked.bse["x"]) and estimate.blocked_df == blocked.df_resid
     assert 0.5 < estimate.icc <= 1.0  # an offset of sd 2 against a residual of 0.5: the seeds hold most of it
+    # the seeds' own slopes spread by sd 1: net of the residual noise, the estimate of that spread
+    assert 0.2 < estimate.seed_slope_sd < 3.0
     # seeds never shared across lambda: the pooled fit, as scipy's linregress
     alone = S.fit_slope(x, y, [f"{s}-{v}" for s, v in zip(seed, x, strict=True)])
     fit = stats.linregress(x, y)
     assert alone.method == S.POOLED_METHOD and alone.value == pytest.approx(fit.slope)
     assert alone.se == pytest.approx(fit.stderr) and alone.df == len(x) - 2 and alone.icc is None
-    exact = S.fit_slope([0, 0, 1, 1], [2, 2, 2, 2], [0, 1, 0, 1])
-    assert (exact.value, exact.se) == pytest.approx((0.0, 0.0)) and exact.interval(0.05) == pytest.approx((0.0, 0.0))
+    # seeds at a single lambda say nothing about a slope: left out and counted
+    extra = S.fit_slope(np.r_[x, 0.5, 0.5], np.r_[y, 9.0, 9.0], [*seed, 7, 8])
+    assert extra.n_seeds == 4 and extra.seeds_left_out == 2 and extra.value == pytest.approx(estimate.value)
+    # identical per-seed slopes: a zero standard error, not an interval
+    exact = S.fit_slope([0, 1, 0, 1], [2, 3, 5, 6], [0, 0, 1, 1])
+    assert not exact.usable and math.isnan(exact.interval(0.05)[0])
+    with pytest.raises(ValueError, match="1 seed"):
+        S.fit_slope([0, 1, 0, 0], [1, 2, 3, 4], [0, 0, 1, 2])
+
+
+def test_a_zero_standard_error_withholds_the_row_and_seedless_runs_are_their_own_seeds() -> None:
+    lam = [0.0, 0.5, 1.0] * 2
+    same = pd.DataFrame({"run_id": [f"r{i}" for i in range(6)], "status": "finished", "lambda_neural": lam,
+                         "beta": 0.1, "seed": [0, 0, 0, 1, 1, 1], "rate": [10.0, 9.0, 8.0, 12.0, 11.0, 10.0]})
+    [row] = C.rate_vs_lambda(same, BASE)
+    assert row.verdict == C.WITHHELD and "zero standard error" in row.reason and row.ci_low is None
+    assert row.slope == pytest.approx(-2.0)
+    # no seed recorded: each run is its own seed, never one pseudo-seed spanning every lambda
+    seedless = same.assign(seed=np.nan, rate=[10.0, 9.5, 8.1, 11.0, 9.0, 8.4])
+    [row] = C.rate_vs_lambda(seedless, BASE)
+    assert row.method == S.POOLED_METHOD and row.n_seeds == 6 and row.df == 4
 
 
 def test_verdicts_direction_equivalence_and_undecided() -> None:
     def at(value: float, se: float) -> str:
-        return S.decide(S.Estimate(value, se, 10, 13, 3, S.BLOCKED_METHOD), margin=1.0).verdict
+        return S.decide(S.Estimate(value, se, 10, 13, 3, S.TWO_STAGE_METHOD), margin=1.0).verdict
 
     assert at(-2.0, 0.5) == "down" and at(2.0, 0.5) == "up"
     assert at(0.1, 0.2) == "negligible"  # the 90% interval [-0.26, 0.46] lies inside ±1
     assert at(0.5, 1.0) == "undecided"  # crosses 0 and the margin
-    undecided = S.decide(S.Estimate(-0.8, 0.5, 10, 15, 3, S.BLOCKED_METHOD), margin=0.1)
+    estimate = S.Estimate(-0.8, 0.5, 2, 15, 3, S.TWO_STAGE_METHOD)
+    undecided = S.decide(estimate, margin=0.1)
     assert undecided.verdict == "undecided" and 3 < undecided.seeds_needed <= S.MAX_PROJECTED_SEEDS
-    # at the projected number of seeds the projected interval decides, one fewer it does not
-    assert S.seeds_to_decide(S.Estimate(-0.8, 0.5, 10, 15, 3, S.BLOCKED_METHOD), 0.1) == undecided.seeds_needed
-    assert S.decide(S.Estimate(0.0, 5.0, 4, 6, 2, S.BLOCKED_METHOD), margin=1e-9).seeds_needed is None
+    # the projection uses the method's own df (seeds - 1) and the level of the route it names: at the
+    # projected total the projected interval decides, one fewer it does not
+    total = undecided.seeds_needed
+    for seeds, decides in ((total, True), (total - 1, False)):
+        se = 0.5 * math.sqrt(3 / seeds)
+        assert (0.8 > float(stats_t(0.975, seeds - 1)) * se) == decides
+    # --until-decided from 3 seeds in rounds of 2 tests its last look at 0.05 / L(T): more seeds than one look needs
+    route = S.until_decided_route(3, 0.05, 2)
+    assert route(9) == pytest.approx(0.05 / 4)
+    assert S.seeds_to_decide(estimate, 0.1, route) > total
+    assert S.decide(S.Estimate(0.0, 5.0, 1, 6, 2, S.TWO_STAGE_METHOD), margin=1e-9).seeds_needed is None
     # a look of 4 planned tests at alpha 0.0125: a wider interval than one look's
-    one = S.decide(S.Estimate(-1.0, 0.4, 10, 15, 3, S.BLOCKED_METHOD), 1.0)
-    four = S.decide(S.Estimate(-1.0, 0.4, 10, 15, 3, S.BLOCKED_METHOD), 1.0, S.alpha_per_look(4))
+    one = S.decide(S.Estimate(-1.0, 0.4, 10, 15, 3, S.TWO_STAGE_METHOD), 1.0)
+    four = S.decide(S.Estimate(-1.0, 0.4, 10, 15, 3, S.TWO_STAGE_METHOD), 1.0, S.alpha_per_look(4))
     assert four.low < one.low and four.level == pytest.approx(1 - 0.05 / 4)
     assert S.planned_looks(3, 9, 2) == 4 and S.planned_looks(3, 3, 2) == 1 and S.planned_looks(2, 5, 2) == 3
 
@@ -173,7 +213,7 @@ def test_95_percent_interval_covers_the_true_slope_90_to_99_percent_of_the_time(
     for _ in range(200):
         frame = pd.DataFrame(rd_runs(rng, slopes={0.5: -4.0}, noise=NOISE)).assign(status="finished")
         [row] = C.rate_vs_lambda(frame, BASE)
-        assert row.method == S.BLOCKED_METHOD
+        assert row.method == S.TWO_STAGE_METHOD
         covered += row.ci_low <= -4.0 <= row.ci_high
     assert 0.90 <= covered / 200 <= 0.99, covered
 
@@ -218,8 +258,10 @@ def test_shift_rows_from_runs() -> None:
             0.9: [(x, 5 - 2 * x) for x in (0.5, 1.0)], 1.0: [(-2.0, 3.0)]}
     rows = C.compute_claims(_rd_frame(line, seeds=[0, 1, 2]))
     down = _one(rows, C.FRONTIER_SHIFT, lambda_neural=0.5)
-    assert down.slope == pytest.approx(-3.0) and down.ci_low == pytest.approx(-3.0) == down.ci_high
-    assert down.verdict == C.SHIFTS_DOWN and down.n == 18 and down.n_seeds == 3
+    # every seed shifts by exactly -3 nats: a zero standard error withholds the row, never a zero-width
+    # interval with a decided verdict
+    assert down.slope == pytest.approx(-3.0) and down.ci_low is None and down.ci_high is None
+    assert down.verdict == C.WITHHELD and "zero standard error" in down.reason and down.n == 18 and down.n_seeds == 3
     assert down.method == S.PAIRED_METHOD and down.df == 2
     apart = _one(rows, C.FRONTIER_SHIFT, lambda_neural=0.9)
     assert apart.verdict == C.WITHHELD and apart.slope is None and "share no distortion range" in apart.reason
@@ -337,7 +379,7 @@ def test_json_has_null_never_nan_and_csv_matches(tmp_path: Path) -> None:
     text = paths["json"].read_text()
     assert "NaN" not in text and json.loads(text)[0]["slope"] is None
     table = pd.read_csv(paths["csv"])
-    assert list(table.columns) == list(C.ClaimRow.__dataclass_fields__) and len(table) == len(rows)
+    assert list(table.columns) == list(T.RECORD_COLUMNS) and len(table) == len(rows)
 
 
 def test_claims_cli_text_and_json(store: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
