@@ -46,7 +46,9 @@ def log_sweep(uri: str, experiment: str, sweep: str, runs: Iterable[Mapping[str,
               sweep_yaml: Mapping[str, Any] | None = None) -> str:
     """Write one sweep: its parent run and one finished child run per entry of `runs` (keys of
     :data:`PARAM_KEYS` and :data:`METRIC_KEYS`; ``status`` (default finished); ``op_target`` makes it a
-    matched-rate operating point at that target). Returns the parent run's id."""
+    matched-rate operating point at that target; ``params``: more dotted config keys and values;
+    ``history``: {metric: [(step, value), ...]} logged at those steps, before the final values).
+    Returns the parent run's id."""
     from mlflow.entities import Metric, Param
 
     client = make_client(uri)
@@ -66,9 +68,13 @@ def log_sweep(uri: str, experiment: str, sweep: str, runs: Iterable[Mapping[str,
         child = client.create_run(experiment_id, run_name=f"{sweep}_{i:05d}", tags=tags)
         params = {"data.dataset": "xysquares", "model.arch": "vector_vae", "loss.neural": "none", "loss.pixel": "sse"}
         params.update({PARAM_KEYS[k]: v for k, v in run.items() if k in PARAM_KEYS and v is not None})
+        params.update(run.get("params") or {})
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(run[k]), now, FINAL_STEP) for k in METRIC_KEYS if k in run]
-        metrics.append(Metric("step", float(FINAL_STEP), now, FINAL_STEP))
+        metrics = [Metric(k, float(v), now, int(step)) for k, points in (run.get("history") or {}).items()
+                   for step, v in points]
+        final = int(run.get("final_step", FINAL_STEP))
+        metrics += [Metric(k, float(run[k]), now, final) for k in METRIC_KEYS if k in run]
+        metrics.append(Metric("step", float(final), now, final))
         client.log_batch(child.info.run_id, metrics=metrics,
                          params=[Param(k, param_text(v)) for k, v in params.items()])
         client.set_terminated(child.info.run_id, "FINISHED" if status == "finished" else "FAILED")
