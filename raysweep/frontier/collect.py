@@ -196,6 +196,19 @@ def with_sweep_settings(runs: pd.DataFrame, settings: dict[str, dict[str, Any]])
     return runs
 
 
+#: The metrics the claims read, fetched along training for :mod:`raysweep.frontier.along_training`.
+HISTORY_METRICS = ("rate", "mse", "anisotropy")
+
+
+def metric_histories(tracking_uri: str, run_ids: list[str], keys: tuple[str, ...] = HISTORY_METRICS) -> pd.DataFrame:
+    """Every logged value of `keys` for each run (MLflow's metric history: one value per
+    validation, at its training step): columns ``run_id``, ``key``, ``step``, ``value``."""
+    client = make_client(tracking_uri)
+    rows = [(run_id, key, int(m.step), float(m.value))
+            for run_id in run_ids for key in keys for m in client.get_metric_history(run_id, key)]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+
 def read_profile_csv(path: Path) -> np.ndarray:
     """The sorted mean posterior variances of a ``variance_profile.csv`` (rank, value rows)."""
     with open(path, newline="") as handle:

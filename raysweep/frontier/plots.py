@@ -238,3 +238,35 @@ def draw_group(runs: pd.DataFrame, profiles: dict[str, np.ndarray], folder: Path
         note = make(folder / name) if not runs.empty else "no finished runs in this group yet"
         figures.append(Figure(kind, caption, None if note else name, note))
     return figures
+
+
+def plot_claims_along_training(trajectory: pd.DataFrame, path: Path, title: str) -> str:
+    """(e) each claim row of one group against training step: the estimate and its interval at every
+    validation, 0 and ±margin dashed, the validation nearest 75% of training marked (a verdict that
+    changes after it is ``not settled``). Returns '' when drawn, else why not."""
+    rows = list(dict.fromkeys(trajectory["row"])) if not trajectory.empty else []
+    if not rows:
+        return "no claim row of this group has an estimate at any validation"
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4), squeeze=False, dpi=DPI)
+    for ax, name in zip(axes[0], rows, strict=True):
+        part = trajectory[trajectory["row"] == name].sort_values("step")
+        steps = part["step"].to_numpy(dtype=float)
+        ax.plot(steps, part["value"].to_numpy(dtype=float), "-o", color="C0", markersize=4, label="estimate")
+        low, high = part["low"].to_numpy(dtype=float), part["high"].to_numpy(dtype=float)
+        if np.isfinite(low).any():
+            ax.fill_between(steps, low, high, color="C0", alpha=0.2, label="interval")
+        margin = part["margin"].dropna()
+        ax.axhline(0.0, color="k", linewidth=0.8)
+        if not margin.empty:
+            for sign in (-1, 1):
+                ax.axhline(sign * float(margin.iloc[-1]), color="grey", linestyle="--", linewidth=0.8)
+        ax.axvline(0.75 * steps.max(), color="C3", linestyle=":", linewidth=1.0, label="75% of training")
+        for step, value, verdict in zip(steps, part["value"], part["verdict"], strict=True):
+            ax.annotate(str(verdict), (step, value), fontsize=6, xytext=(2, 4), textcoords="offset points")
+        ax.set_title(name.split(" | ", 2)[0].replace("_", " ") + ", " + name.rsplit(" | ", 1)[-1], fontsize=8)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(f"(e) claims along training\n{title}", fontsize=10)
+    _save(fig, path)
+    return ""

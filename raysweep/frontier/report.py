@@ -28,7 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 from raysweep.errors import RaysweepError
-from raysweep.frontier.claims import ClaimRow, compute_claims
+from raysweep.frontier.along_training import AlongTraining, claims_along_training
+from raysweep.frontier.claims import ClaimRow, compute_claims, settings_from_runs
 from raysweep.frontier.claims_table import (
     TEXT_COLUMNS,
     claims_markdown,
@@ -36,7 +37,7 @@ from raysweep.frontier.claims_table import (
     text_cells,
     write_claims,
 )
-from raysweep.frontier.collect import Collected, collect_runs, load_variance_profiles
+from raysweep.frontier.collect import Collected, collect_runs, load_variance_profiles, metric_histories
 from raysweep.frontier.operating_points import (
     SECTION_ID,
     draw_operating_points,
@@ -45,7 +46,7 @@ from raysweep.frontier.operating_points import (
     operating_points_html,
 )
 from raysweep.frontier.pareto import pareto_mask
-from raysweep.frontier.plots import Figure, draw_group, groups, slug
+from raysweep.frontier.plots import Figure, draw_group, groups, plot_claims_along_training, slug
 from raysweep.frontier.selection import with_operating_points
 from raysweep.tracking.store import ROLE_SWEEP, ROLE_TAG, make_client, quote, search_all, ui_run_url
 
@@ -130,7 +131,7 @@ def _verdict_class(verdict: str) -> str:
     return "verdict verdict-" + "-".join(verdict.split())
 
 
-def claims_html(rows: list[ClaimRow]) -> str:
+def claims_html(rows: list[ClaimRow], along: list[Figure] | None = None) -> str:
     """The report's claims section: one table row per group and beta, lambda or rate target, with
     the columns of ``raysweep claims`` (:data:`raysweep.frontier.claims_table.TEXT_COLUMNS`)."""
     verdict_at = TEXT_COLUMNS.index("verdict")
@@ -150,13 +151,20 @@ def claims_html(rows: list[ClaimRow]) -> str:
     table = (f'<div class="scroll">\n  <table class="claims">\n    <thead><tr>{head}</tr></thead>\n    <tbody>\n'
              + "\n".join(body) + "\n    </tbody>\n  </table>\n</div>") if rows else \
         '<p class="empty">No finished runs: nothing to test yet.</p>'
+    if along:
+        table += ('\n<h3>Claims along training</h3>\n<p class="meta">Each row re-read at every validation from MLflow\'s '
+                  "metric history: a verdict that differs between the validation nearest 75% of training and the last "
+                  "is <em>not settled: train longer</em>.</p>\n<div class=\"figures\">\n"
+                  + "\n".join(_figure_html(f) for f in along) + "\n</div>")
     return (f'<section id="{CLAIMS_ID}">\n<h2>Claims</h2>\n'
-            '<p class="meta"><strong>Rate vs lambda</strong>: slope of the final rate (nats) against lambda at each '
-            "fixed β, seeds as blocks (each seed its own intercept). "
+            '<p class="meta"><strong>Rate vs lambda</strong>: mean over seeds of each seed\'s slope of the final rate '
+            "(nats) against lambda at each fixed β, with a t interval over the seeds' slopes (it holds for the method, "
+            "whatever each seed's own slope). One row per condition: runs that differ in any other swept key are "
+            "separate rows. "
             "<strong>Frontier shift</strong>: per seed, the mean rate difference (nats) of its λ curve to its own "
             "λ = 0 curve at equal per-pixel MSE over their common range (PCHIP of rate against log MSE, "
             "Bjøntegaard style; negative: the frontier shifts down), then a paired t interval over seeds. "
-            "<strong>Anisotropy vs lambda</strong>: seed-blocked slope of mean anisotropy against λ at each rate "
+            "<strong>Anisotropy vs lambda</strong>: mean over seeds of each seed's slope of mean anisotropy against λ at each rate "
             "target R*, only runs within the rate tolerance of R* (off-target runs are counted under "
             f"<em>left out</em>). {html.escape(methods_note(rows))} The method of each row is its reason cell's "
             'tooltip. As a table: <a href="claims.json">claims.json</a>, <a href="claims.csv">claims.csv</a>.</p>\n'
@@ -175,7 +183,7 @@ def _template(name: str) -> Path:
 
 def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_url: str,
            points: pd.DataFrame | None = None, point_figures: list[Figure] | None = None,
-           claims: list[ClaimRow] | None = None) -> Path:
+           claims: list[ClaimRow] | None = None, along: list[Figure] | None = None) -> Path:
     """Write ``out_dir/index.html`` and its stylesheet; returns the page's path. `points` and
     `point_figures`: the matched-rate operating points and their figures, when there are any;
     `claims`: the rows of the claims section at the top."""
@@ -204,7 +212,7 @@ def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_u
         "summary": html.escape(summary),
         "ui_hint": hint,
         "toc": toc,
-        "claims": claims_html(claims or []),
+        "claims": claims_html(claims or [], along),
         "groups": "\n".join(_group_html(g) for g in report_groups),
         "operating_points": section,
         "table_head": "<th>run</th>" + "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in COLUMNS),
@@ -262,17 +270,31 @@ def log_report(collected: Collected, out_dir: Path, claims: Sequence[ClaimRow] |
         client.log_artifacts(run_id, str(out_dir / PLOTS), f"report/{PLOTS}")
 
 
+def read_claims(collected: Collected, points: pd.DataFrame | None, tolerance: float | None = None,
+                margins: Mapping[str, float] | None = None,
+                looks: int | None = None) -> tuple[list[ClaimRow], AlongTraining]:
+    """The claims of the collected runs at the end of training, each marked settled or not, and
+    every row read along training (:mod:`raysweep.frontier.along_training`, from MLflow's metric
+    history of the finished runs)."""
+    runs = collected.runs
+    settings = settings_from_runs(runs, margins, looks)
+    rows = compute_claims(runs, points, tolerance, settings=settings)
+    finished = runs.loc[runs["status"] == "finished", "run_id"].tolist()
+    histories = metric_histories(collected.tracking_uri, finished)
+    return rows, claims_along_training(rows, runs, histories, points, tolerance, settings)
+
+
 def sweep_claims(experiment: str, tracking_uri: str, tolerance: float | None = None,
                  margins: Mapping[str, float] | None = None, looks: int | None = None) -> list[ClaimRow]:
     """The claims of `experiment` (``raysweep claims``): its runs and operating points read from
-    MLflow, nothing drawn or written.
+    MLflow, each row marked settled or not along training; nothing drawn or written.
 
     Raises:
         RaysweepError: an unknown experiment or one without trial runs (naming ``--experiment``).
     """
     collected = collect_runs(tracking_uri, experiment)
     points = load_operating_points(tracking_uri, collected.parent_run_ids, collected.runs)
-    return compute_claims(collected.runs, points, tolerance, margins, looks)
+    return read_claims(collected, points, tolerance, margins, looks)[0]
 
 
 def build_report(
@@ -313,9 +335,14 @@ def build_report(
         done = members[members["status"] == "finished"]
         report_groups.append(Group(title, members, draw_group(done, profiles, plots, title, tolerance)))
     point_figures = draw_operating_points(points, plots) if not points.empty else []
-    claims = compute_claims(runs, points, tolerance, margins)
+    claims, along = read_claims(collected, points, tolerance, margins)
+    along_figures = []
+    for title in dict.fromkeys(along.trajectory["group"]) if not along.trajectory.empty else []:
+        name = f"{slug(title)}_e.png"
+        note = plot_claims_along_training(along.trajectory[along.trajectory["group"] == title], plots / name, title)
+        along_figures.append(Figure("e", f"Claims along training: {title}", None if note else name, note))
     write_claims(claims, out)
-    index = render(collected, report_groups, out, ui_url.rstrip("/"), points, point_figures, claims)
+    index = render(collected, report_groups, out, ui_url.rstrip("/"), points, point_figures, claims, along_figures)
     if log_to_mlflow:
         log_report(collected, out, claims)
     return index
