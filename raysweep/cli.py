@@ -180,12 +180,16 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", default=None, help="Ray cluster to join (`auto`: the one this runs on); default: start local Ray")
     p.add_argument("--until-decided", action="store_true",
                    help="add seeds in rounds until every claim is decided (falls / rises / negligible, shifts down / up) "
-                   "or --max-seeds is reached; the false-verdict rate is held at 5%% over all rounds")
+                   "or --max-seeds is reached; the false-verdict rate is held at 5%% over every look of the sweep "
+                   "(search.claims.alpha; a second sequence spends what the first left)")
     p.add_argument("--max-seeds", type=int, default=None, metavar="N",
                    help="until-decided: the most seeds the sweep may reach (default: search.claims.max_seeds, else "
                    "twice its seeds, at least 6)")
     p.add_argument("--seeds-per-round", type=int, default=None, metavar="K",
                    help="until-decided: seeds added per round (default: search.claims.seeds_per_round, 2)")
+    p.add_argument("--extra-alpha", type=float, default=None, metavar="A",
+                   help="until-decided on a sweep whose earlier sequences spent its false-verdict budget: spend A more; "
+                   "every row then says the combined bound (e.g. 0.05 + A)")
     _add_margin(p)
 
     p = sub.add_parser("sync", help="backfill MLflow from a sweep's own files (after a tracking outage); only what "
@@ -387,10 +391,11 @@ def cmd_extend(args: argparse.Namespace) -> int:
 
         result = extend_until_decided(args.sweep_dir, max_seeds=args.max_seeds, seeds_per_round=args.seeds_per_round,
                                       margins=_parse_margins(args.margin), overrides=args.overrides,
-                                      address=args.address)
+                                      address=args.address, extra_alpha=args.extra_alpha)
         return 0 if result.decided or result.stopped_by_budget else 1
-    if args.max_seeds is not None or args.seeds_per_round is not None or args.margin:
-        raise RaysweepError("--max-seeds, --seeds-per-round and --margin go with --until-decided: add it, or grow the "
+    if args.max_seeds is not None or args.seeds_per_round is not None or args.margin or args.extra_alpha is not None:
+        raise RaysweepError("--max-seeds, --seeds-per-round, --extra-alpha and --margin go with --until-decided: add it, "
+                            "or grow the "
                             "sweep with --set search.seeds=[...] alone")
     from raysweep.tune.extend import extend_sweep
 

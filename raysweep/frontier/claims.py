@@ -478,12 +478,14 @@ def _known(runs: pd.DataFrame, column: str) -> float | None:
 
 
 def settings_from_runs(runs: pd.DataFrame, margins: Mapping[str, float] | None = None,
-                       looks: int | None = None) -> ClaimSettings:
+                       looks: int | None = None, alpha_look: float | None = None,
+                       alpha_bound: float | None = None) -> ClaimSettings:
     """The claim settings: `margins` where given, else the sweep's own (``search.claims``: columns
     ``claims_margin_<claim>``, ``claims_looks``, ``claims_alpha_look``, ``claims_alpha_spent``,
     ``claims_alpha_bound``, ``claims_seeds_per_round`` of
     :func:`raysweep.frontier.collect.with_sweep_settings`), else the defaults. `looks` (a look of
-    a sequence planning that many, each at 0.05 / looks) overrides the sweep's level."""
+    a sequence planning that many, each at 0.05 / looks) overrides the sweep's level, and
+    `alpha_look` / `alpha_bound` (a look of ``--until-decided``) override both."""
     settings = ClaimSettings()
     for claim in CLAIMS:
         value = _known(runs, f"claims_margin_{claim}")
@@ -503,6 +505,10 @@ def settings_from_runs(runs: pd.DataFrame, margins: Mapping[str, float] | None =
     settings.margins.update(margins or {})
     if looks is not None:
         settings.looks, settings.alpha_look = int(looks), S.alpha_per_look(int(looks))
+    if alpha_look is not None:
+        settings.alpha_look = float(alpha_look)
+    if alpha_bound is not None:
+        settings.alpha_bound = float(alpha_bound)
     return settings
 
 

@@ -158,13 +158,16 @@ def collect_runs(tracking_uri: str, experiment: str) -> Collected:
 
 #: What a run's sweep says of how to read it: ``sweep_mode``, ``tolerance``, the claims' margins and planned looks.
 SWEEP_SETTING_COLUMNS = ("sweep_mode", "tolerance", "claims_margin_rate_vs_lambda", "claims_margin_frontier_shift",
-                         "claims_margin_anisotropy_vs_lambda", "claims_looks")
+                         "claims_margin_anisotropy_vs_lambda", "claims_looks", "claims_alpha_look",
+                         "claims_alpha_spent", "claims_alpha_bound", "claims_seeds_per_round")
 
 
 def sweep_settings(tracking_uri: str, parent_run_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Per parent run that logged its ``sweep.yaml``: ``sweep_mode`` (``search.mode``),
     ``tolerance`` (``search.matched_rate.tolerance``, relative; None outside matched-rate sweeps),
-    ``claims_margin_<claim>`` (``search.claims.margin``) and ``claims_looks`` (``search.claims.looks``)."""
+    ``claims_margin_<claim>`` (``search.claims.margin``), and ``claims_looks``, ``claims_alpha_look``,
+    ``claims_alpha_spent``, ``claims_alpha_bound`` (the ledger of ``--until-decided``; the bound is
+    ``search.claims.alpha`` where none was written) and ``claims_seeds_per_round``."""
     client = make_client(tracking_uri)
     settings: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="raysweep_sweeps_") as tmp, _no_progress_bars():
@@ -180,7 +183,11 @@ def sweep_settings(tracking_uri: str, parent_run_ids: list[str]) -> dict[str, di
             claims = search.get("claims") or {}
             margins = claims.get("margin") or {}
             settings[run_id] = {"sweep_mode": search.get("mode"), "tolerance": _to_number(matched.get("tolerance")),
-                                "claims_looks": _to_number(claims.get("looks"))}
+                                "claims_looks": _to_number(claims.get("looks")),
+                                "claims_alpha_look": _to_number(claims.get("alpha_look")),
+                                "claims_alpha_spent": _to_number(claims.get("alpha_spent")),
+                                "claims_alpha_bound": _to_number(claims.get("alpha_bound") or claims.get("alpha")),
+                                "claims_seeds_per_round": _to_number(claims.get("seeds_per_round"))}
             for claim in ("rate_vs_lambda", "frontier_shift", "anisotropy_vs_lambda"):
                 settings[run_id][f"claims_margin_{claim}"] = _to_number(margins.get(claim))
     return settings

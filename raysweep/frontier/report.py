@@ -272,12 +272,14 @@ def log_report(collected: Collected, out_dir: Path, claims: Sequence[ClaimRow] |
 
 def read_claims(collected: Collected, points: pd.DataFrame | None, tolerance: float | None = None,
                 margins: Mapping[str, float] | None = None,
-                looks: int | None = None) -> tuple[list[ClaimRow], AlongTraining]:
+                looks: int | None = None, alpha_look: float | None = None,
+                alpha_bound: float | None = None) -> tuple[list[ClaimRow], AlongTraining]:
     """The claims of the collected runs at the end of training, each marked settled or not, and
     every row read along training (:mod:`raysweep.frontier.along_training`, from MLflow's metric
-    history of the finished runs)."""
+    history of the finished runs). `looks`, `alpha_look`, `alpha_bound`: a look of ``--until-decided``
+    (:func:`raysweep.frontier.claims.settings_from_runs`)."""
     runs = collected.runs
-    settings = settings_from_runs(runs, margins, looks)
+    settings = settings_from_runs(runs, margins, looks, alpha_look, alpha_bound)
     rows = compute_claims(runs, points, tolerance, settings=settings)
     finished = runs.loc[runs["status"] == "finished", "run_id"].tolist()
     histories = metric_histories(collected.tracking_uri, finished)
@@ -285,7 +287,8 @@ def read_claims(collected: Collected, points: pd.DataFrame | None, tolerance: fl
 
 
 def sweep_claims(experiment: str, tracking_uri: str, tolerance: float | None = None,
-                 margins: Mapping[str, float] | None = None, looks: int | None = None) -> list[ClaimRow]:
+                 margins: Mapping[str, float] | None = None, looks: int | None = None,
+                 alpha_look: float | None = None, alpha_bound: float | None = None) -> list[ClaimRow]:
     """The claims of `experiment` (``raysweep claims``): its runs and operating points read from
     MLflow, each row marked settled or not along training; nothing drawn or written.
 
@@ -294,7 +297,7 @@ def sweep_claims(experiment: str, tracking_uri: str, tolerance: float | None = N
     """
     collected = collect_runs(tracking_uri, experiment)
     points = load_operating_points(tracking_uri, collected.parent_run_ids, collected.runs)
-    return read_claims(collected, points, tolerance, margins, looks)[0]
+    return read_claims(collected, points, tolerance, margins, looks, alpha_look, alpha_bound)[0]
 
 
 def build_report(

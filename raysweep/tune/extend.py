@@ -182,3 +182,26 @@ def extend_sweep(
     tuner = tune.Tuner(build_trainable(sweep, sweep_dir, plan), param_space=param_space,
                        tune_config=tune_config, run_config=run_config)
     return finish_sweep(tuner.fit(), sweep, new_cells, sweep_dir)
+
+
+def record_claims_ledger(sweep_dir: str, values: dict[str, float | int]) -> SweepConfig:
+    """Write `values` into the sweep's ``search.claims`` (``looks``, ``alpha_look``, ``alpha_spent``,
+    ``alpha_bound``: the ledger of ``raysweep extend --until-decided``), in its ``sweep.yaml`` and in
+    the ``sweep.yaml`` artifact of its MLflow parent run (what the claims read their settings from),
+    so every later read and sequence accounts for the looks already taken. Returns the sweep as written."""
+    from raysweep.tracking import store
+
+    sweep_dir = storage.resolve_sweep_dir(sweep_dir)
+    sweep = load_sweep_dir(sweep_dir)
+    claims = sweep.search.claims.model_copy(update=dict(values))
+    sweep = sweep.model_copy(update={"search": sweep.search.model_copy(update={"claims": claims})})
+    sweep = sweep_from_dict(sweep.to_dict(), source=f"{sweep_dir}/{storage.SWEEP_FILE}")  # validated as written
+    storage.write_text(f"{sweep_dir}/{storage.SWEEP_FILE}", dump_sweep(sweep))
+    root, name = storage.split_sweep_dir(sweep_dir)
+    client = store.make_client(store.tracking_uri_for(root, sweep.tracking.uri))
+    experiment = client.get_experiment_by_name(sweep.tracking.experiment or sweep.name)
+    if experiment is not None:
+        parent = store.find_parent_run(client, experiment.experiment_id, name, sweep_dir)
+        if parent is not None:
+            client.log_dict(parent.info.run_id, sweep.model_dump(mode="json"), "sweep.yaml")
+    return sweep

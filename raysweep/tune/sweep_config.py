@@ -181,8 +181,15 @@ class ClaimsConfig(StrictModel):
     max_seeds: int | None = Field(None, ge=2, description="until-decided: the most seeds the sweep may reach "
                                   "(default: twice its seeds, at least 6)")
     seeds_per_round: int = Field(2, ge=1, description="until-decided: seeds added per round")
-    looks: int = Field(1, ge=1, description="looks planned at the claims (written by extend --until-decided: each look "
-                       "tests at 0.05 / looks)")
+    looks: int = Field(1, ge=1, description="looks taken or planned at the claims (written by extend --until-decided)")
+    alpha: float = Field(0.05, gt=0, lt=1, description="the false-verdict rate the claims may spend over every look "
+                         "of the sweep")
+    alpha_look: float | None = Field(None, gt=0, lt=1, description="the level of the last look of --until-decided "
+                                     "(written by it; what a later read of the claims tests at)")
+    alpha_spent: float = Field(0.0, ge=0, description="the false-verdict rate the looks of --until-decided have spent "
+                               "(written by it, look by look)")
+    alpha_bound: float | None = Field(None, gt=0, description="the bound on the false-verdict rate over every look: "
+                                      "alpha, plus any --extra-alpha a later --until-decided carried (written by it)")
 
 
 def _flatten_once(tree: dict[str, Any], where: str) -> dict[str, Any]:

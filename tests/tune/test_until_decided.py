@@ -1,6 +1,7 @@
 """``raysweep extend SWEEP --until-decided``: rounds of new seeds through the extend path until every
-claim is decided or the seed budget is spent, with one MLflow run per trial and the planned looks
-written into the sweep, so ``raysweep claims`` reads it at the same level afterwards."""
+claim is decided or the seed budget is spent, with one MLflow run per trial and the ledger of looks
+(levels spent, the bound) written into the sweep, so ``raysweep claims`` reads it at the same level
+afterwards and a second sequence spends only what is left."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tune_helpers import tiny_sweep, write_sweep
 
 from raysweep.cli import main
 from raysweep.frontier import claims as C
+from raysweep.frontier import statistics as S
 from raysweep.frontier.sequential import extend_until_decided
 from raysweep.tracking.store import (
     PARENT_TAG,
@@ -49,7 +51,7 @@ def test_until_decided_adds_seeds_in_rounds_and_logs_each_trial_once(ray_address
     assert result.decided or result.stopped_by_budget
     last = next(r for r in result.rows if r.claim == C.RATE_VS_LAMBDA)
     assert last.looks == 3 and last.level == pytest.approx(1 - 0.05 / 3) and last.margin == 1e-9
-    assert last.n_seeds == 3 and last.method == "seed-blocked OLS (seed fixed effect), t with n - seeds - 1 df"
+    assert last.n_seeds == 3 and last.method == S.TWO_STAGE_METHOD
     assert "look 2 of 3 at 2 seeds" in printed
     # the shift of one beta is withheld: neither decided nor open, and the look line says so
     rows, still_open = result.looks[0].rows, result.looks[0].open
@@ -59,6 +61,9 @@ def test_until_decided_adds_seeds_in_rounds_and_logs_each_trial_once(ray_address
 
     grown = yaml.safe_load((sweep_dir / "sweep.yaml").read_text())
     assert grown["search"]["seeds"] == [0, 1, 2] and grown["search"]["claims"]["looks"] == 3
+    ledger = grown["search"]["claims"]
+    assert ledger["alpha_look"] == pytest.approx(0.05 / 3) and ledger["alpha_spent"] == pytest.approx(0.05)
+    assert ledger["alpha_bound"] == pytest.approx(0.05)
     assert grown["search"]["claims"]["margin"]["rate_vs_lambda"] == 1e-9
     client = make_client(tracking_uri_for(storage, None))
     experiment = client.get_experiment_by_name("rounds").experiment_id
@@ -71,6 +76,21 @@ def test_until_decided_adds_seeds_in_rounds_and_logs_each_trial_once(ray_address
     assert main(["claims", "--experiment", "rounds", "--storage", str(storage), "--json"]) == 0
     again = next(r for r in json.loads(capsys.readouterr().out) if r["claim"] == C.RATE_VS_LAMBDA)
     assert again["looks"] == 3 and again["margin"] == 1e-9 and again["verdict"] == last.verdict
+    assert again["level"] == pytest.approx(1 - 0.05 / 3)
+
+    # the budget is spent: a second sequence is refused in one line, or carried on with --extra-alpha and says so
+    assert main(["extend", str(sweep_dir), "--until-decided", "--max-seeds", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "spent the sweep's false-verdict budget" in err and "--extra-alpha" in err and "\n" not in err
+    assert main(["extend", str(sweep_dir), "--until-decided", "--max-seeds", "3", "--extra-alpha", "0.05",
+                 "--margin", "rate_vs_lambda=1e-9"]) in (0, 1)
+    printed = capsys.readouterr().out
+    assert "1 look planned, each at alpha 0.05; false verdicts over every look of this sweep at most 0.1" in printed
+    ledger = yaml.safe_load((sweep_dir / "sweep.yaml").read_text())["search"]["claims"]
+    assert ledger["alpha_spent"] == pytest.approx(0.10) and ledger["alpha_bound"] == pytest.approx(0.10)
+    assert ledger["looks"] == 4
+    assert main(["claims", "--experiment", "rounds", "--storage", str(storage)]) == 0
+    assert "the false-verdict rate over every look at most 10%" in capsys.readouterr().out
 
 
 def test_until_decided_refusals_are_one_line(ray_address: str, tmp_path: Path,
@@ -86,6 +106,8 @@ def test_until_decided_refusals_are_one_line(ray_address: str, tmp_path: Path,
         (["--max-seeds", "4"], "go with --until-decided"),
         (["--until-decided", "--margin", "rate=1"], "--margin rate=1: give CLAIM=M"),
         (["--until-decided", "--margin", "rate_vs_lambda=-1"], "must be a positive number"),
+        (["--until-decided", "--extra-alpha", "0.05"], "still has 0.05 of its false-verdict budget"),
+        (["--extra-alpha", "0.05"], "go with --until-decided"),
     ):
         assert main(["extend", sweep_dir, *args]) == 2, args
         err = capsys.readouterr().err.strip()
