@@ -9,7 +9,7 @@ is also read at every earlier validation step at no extra compute: :func:`claims
 each run's final ``rate``, ``mse`` and ``anisotropy`` by its values at the last validation at or
 before that step and computes the claims as :func:`raysweep.frontier.claims.compute_claims` does.
 
-A row is **settled** when its verdict at the last validation equals its verdict at the validation
+A row with a decision is **settled** when its verdict at the last validation equals its verdict at the validation
 nearest :data:`SETTLE_FRACTION` (75%) of training (the nearest strictly before the last; ties go
 to the earlier). Otherwise it says ``not settled: train longer``. A row read at a single
 validation has ``settled`` None.
@@ -93,8 +93,9 @@ def claims_along_training(rows: Sequence[ClaimRow], runs: pd.DataFrame, historie
 
 def mark_settled(row: ClaimRow, path: pd.DataFrame | None) -> None:
     """Set the row's ``settled``, ``check_step``, ``verdict_at_check`` and ``last_step`` from its
-    trajectory `path` (None or a single step: not known)."""
-    if path is None or path["step"].nunique() < 2:
+    trajectory `path` (None or a single step: not known). Only a row with a decision can have
+    settled: one without an interval (insufficient data, withheld) has nothing to settle."""
+    if row.decision is None or path is None or path["step"].nunique() < 2:
         return
     path = path.sort_values("step")
     last = float(path["step"].iloc[-1])
