@@ -1,18 +1,20 @@
 """Error rates of the claims' statistics at the seed counts people use, by simulation.
 
 On a synthetic truth with seeds shared across lambda (tests/frontier/synthetic_truth.py: a seed
-offset of sd 2 shared by the seed's runs, residual sd 0.5, lambda in {0, .25, .5, .75, 1}) this
-measures, at 2 to 5 seeds:
+offset of sd 2 shared by the seed's runs, residual sd 0.5, lambda in {0, .25, .5, .75, 1}) and a
+seed x lambda interaction (each seed's own slope differs from the mean slope by N(0, tau^2)), this
+measures at 3, 5 and 9 seeds and tau in {0, 0.5, 1, 2}:
 
-- claim 1: how often a slope of -2 is found ("falls"), pooled OLS (seeds as independent
-  replicates, the old method) against seed-blocked OLS (the product's), and each one's coverage
-  and false-verdict rate at no slope;
-- the frontier shift: coverage at a shift of 0 and of -1.5 nats of the old percentile bootstrap
-  over seeds (seed-averaged curves, 1000 resamples) against the paired t interval (the product's);
-- the paired shift's coverage by how much of the narrower curve's span the two curves share
-  (what :data:`raysweep.frontier.claims.MIN_OVERLAP` was chosen from);
-- ``--until-decided``: false verdicts at no slope over sequential runs, and the mean seeds to a
-  decision at a slope of -2 (3 seeds first, 2 per round, at most 9).
+- claim 1: the two-stage interval (the product's: per-seed OLS slopes, t over seeds) against the
+  seed-blocked one (the method before it, now a diagnostic): coverage of the mean slope and false
+  falls/rises at a mean slope of 0, false "negligible" at a mean slope on the margin's edge (-1,
+  margin 1), and the power to find a mean slope of -2 (what validity costs);
+- the paired frontier shift's coverage at shifts of 0 and -1.5 nats at 3, 5 and 9 seeds, and its
+  coverage by how much of the narrower curve's span the two curves share (what
+  :data:`raysweep.frontier.claims.MIN_OVERLAP` was chosen from);
+- ``--until-decided`` (3 seeds first, 2 per round, at most 9, Bonferroni over 4 looks) at tau 0 and
+  1: false verdicts at no slope over sequential runs, and the share and mean seeds to a decision at
+  a slope of -2.
 
     python benchmarks/claims_coverage.py            # 1000 draws per cell (a few minutes)
     python benchmarks/claims_coverage.py --quick    # 40 draws (the CI smoke test)
@@ -34,82 +36,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "frontier
 
 from synthetic_truth import (  # noqa: E402
     BASE_LOG_MSE,
-    BETAS,
-    frontier_runs,
     sequential_slope,
     shift_decisions,
     slope_decisions,
 )
 
-from raysweep.frontier import claims as C  # noqa: E402
-from raysweep.frontier import statistics as S  # noqa: E402
-
-
-def pooled_rates(rng: np.random.Generator, draws: int, seeds: int, slope: float) -> tuple[float, float]:
-    """(share of 'falls', coverage of the truth) of pooled OLS, seeds as independent replicates."""
-    from synthetic_truth import slope_runs
-
-    frame = slope_runs(rng, draws, seeds, slope)
-    per = len(frame) // draws
-    x, y = frame["lambda_neural"].to_numpy(), frame["rate"].to_numpy()
-    falls = covered = 0
-    for d in range(draws):
-        part = slice(d * per, (d + 1) * per)
-        low, high = S.fit_slope(x[part], y[part], None).interval(0.05)
-        falls += high < 0
-        covered += low <= slope <= high
-    return falls / draws, covered / draws
-
-
-def bootstrap_coverage(rng: np.random.Generator, draws: int, seeds: int, shift: float,
-                       resamples: int = 1000) -> float:
-    """Coverage of the old percentile bootstrap over seeds of the seed-averaged curves' shift."""
-    frame = frontier_runs(rng, draws, seeds, shift)
-    rate = frame["rate"].to_numpy(dtype=float).reshape(draws, seeds, 2, len(BETAS))
-    log_mse = np.log(frame["mse"].to_numpy(dtype=float)).reshape(draws, seeds, 2, len(BETAS))
-    covered = 0
-    for d in range(draws):
-        draws_idx = rng.integers(0, seeds, size=(resamples, seeds))
-        values = []
-        for pick in draws_idx:
-            r, x = rate[d, pick].mean(axis=0), np.log(np.exp(log_mse[d, pick]).mean(axis=0))
-            value, _ = C.average_rate_difference(x[0], r[0], x[1], r[1])
-            if value is not None:
-                values.append(value)
-        low, high = np.percentile(values, [2.5, 97.5])
-        covered += low <= shift <= high
-    return covered / draws
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--quick", action="store_true", help="40 draws, 50 bootstrap resamples (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="40 draws per cell (smoke test)")
     args = parser.parse_args()
     draws = 40 if args.quick else args.draws
-    resamples = 50 if args.quick else 1000
-    boot_draws = draws if args.quick else max(draws // 5, 40)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     rows = []
-    for seeds in (2, 3, 4, 5):
-        pooled_falls, pooled_cov = pooled_rates(rng, draws, seeds, -2.0)
-        blocked = slope_decisions(rng, draws, seeds, -2.0)
-        at_zero = slope_decisions(rng, draws, seeds, 0.0)
+
+    def share(decisions: list, hit) -> float:
+        return float(np.mean([hit(v, lo, hi) for v, lo, hi in decisions]))
+
+    for tau in (0.0, 0.5, 1.0, 2.0):
+        for seeds in (3, 5, 9):
+            row: dict[str, float | int] = {"tau": tau, "seeds": seeds}
+            for method, blocked in (("blocked", True), ("two_stage", False)):
+                at_zero = slope_decisions(rng, draws, seeds, 0.0, tau=tau, blocked=blocked)
+                on_edge = slope_decisions(rng, draws, seeds, -1.0, tau=tau, blocked=blocked)
+                at_two = slope_decisions(rng, draws, seeds, -2.0, tau=tau, blocked=blocked)
+                row[f"coverage_{method}"] = share(at_zero, lambda v, lo, hi: lo <= 0.0 <= hi)
+                row[f"false_direction_{method}"] = share(at_zero, lambda v, lo, hi: v in ("down", "up"))
+                row[f"false_negligible_at_edge_{method}"] = share(on_edge, lambda v, lo, hi: v == "negligible")
+                row[f"power_at_-2_{method}"] = share(at_two, lambda v, lo, hi: v == "down")
+            rows.append(row)
+            print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    for seeds in (3, 5, 9):
         shift0 = shift_decisions(rng, draws, seeds, 0.0)
         shift1 = shift_decisions(rng, draws, seeds, -1.5)
-        row = {
-            "seeds": seeds,
-            "slope_falls_pooled": pooled_falls,
-            "slope_falls_blocked": float(np.mean([v == "down" for v, _, _ in blocked])),
-            "slope_coverage_pooled": pooled_cov,
-            "slope_coverage_blocked": float(np.mean([lo <= -2.0 <= hi for _, lo, hi in blocked])),
-            "slope_false_verdicts_at_0": float(np.mean([v in ("down", "up") for v, _, _ in at_zero])),
-            "shift_coverage_bootstrap_at_0": bootstrap_coverage(rng, boot_draws, seeds, 0.0, resamples),
-            "shift_coverage_paired_at_0": float(np.mean([lo <= 0.0 <= hi for _, lo, hi in shift0])),
-            "shift_coverage_paired_at_-1.5": float(np.mean([lo <= -1.5 <= hi for _, lo, hi in shift1])),
-            "shift_false_verdicts_at_0": float(np.mean([v in ("down", "up") for v, _, _ in shift0])),
-        }
+        row = {"seeds": seeds, "shift_coverage_paired_at_0": share(shift0, lambda v, lo, hi: lo <= 0.0 <= hi),
+               "shift_coverage_paired_at_-1.5": share(shift1, lambda v, lo, hi: lo <= -1.5 <= hi),
+               "shift_false_verdicts_at_0": share(shift0, lambda v, lo, hi: v in ("down", "up"))}
         rows.append(row)
         print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     overlap = []
@@ -121,16 +85,18 @@ def main() -> int:
                         "coverage": float(np.mean([lo <= -1.5 <= hi for lo, hi in kept])) if kept else None})
         print(f"overlap {overlap[-1]['overlap_fraction']:.2f}: paired coverage {overlap[-1]['coverage']}", flush=True)
     runs = 100 if args.quick else 500
-    at_zero = [sequential_slope(rng, 0.0) for _ in range(runs)]
-    at_two = [sequential_slope(rng, -2.0) for _ in range(runs)]
-    sequential = {
-        "runs": runs, "false_verdicts_at_0": float(np.mean([v in ("down", "up") for v, _ in at_zero])),
-        "falls_at_-2": float(np.mean([v == "down" for v, _ in at_two])),
-        "mean_seeds_to_decision_at_-2": float(np.mean([s for _, s in at_two])),
-        "mean_seeds_at_0": float(np.mean([s for _, s in at_zero])),
-        "negligible_at_0": float(np.mean([v == "negligible" for v, _ in at_zero])),
-    }
-    print("sequential (3 seeds, +2 per round, at most 9):", sequential, flush=True)
+    sequential = []
+    for tau in (0.0, 1.0):
+        at_zero = [sequential_slope(rng, 0.0, tau=tau) for _ in range(runs)]
+        at_two = [sequential_slope(rng, -2.0, tau=tau) for _ in range(runs)]
+        sequential.append({
+            "tau": tau, "runs": runs, "false_verdicts_at_0": float(np.mean([v in ("down", "up") for v, _ in at_zero])),
+            "falls_at_-2": float(np.mean([v == "down" for v, _ in at_two])),
+            "mean_seeds_to_decision_at_-2": float(np.mean([s for _, s in at_two])),
+            "mean_seeds_at_0": float(np.mean([s for _, s in at_zero])),
+            "negligible_at_0": float(np.mean([v == "negligible" for v, _ in at_zero])),
+        })
+        print("sequential (3 seeds, +2 per round, at most 9):", sequential[-1], flush=True)
     print(json.dumps({"draws": draws, "rows": rows, "overlap": overlap, "sequential": sequential,
                       "seconds": round(time.perf_counter() - start, 1)}))
     return 0
