@@ -88,9 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tolerance(p)
     _add_margin(p)
 
-    p = sub.add_parser("claims", help="the paper's claims as statistics over an experiment's runs: seed-blocked slopes "
-                       "and paired shifts with intervals and verdicts that decide (falls / rises / negligible / "
-                       "undecided with the seeds to add)")
+    p = sub.add_parser("claims", help="the paper's claims as statistics over an experiment's runs, one row per "
+                       "condition: slopes per seed and paired shifts with intervals over seeds (they hold for the "
+                       "method), verdicts that decide (falls / rises / negligible / undecided with the seeds to add), "
+                       "and whether each verdict had settled by the end of training")
     p.add_argument("--experiment", required=True, help="MLflow experiment name (default of a sweep: its name)")
     _add_store(p)
     _add_tolerance(p)
