@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from raysweep.errors import RaysweepError
+from raysweep.names import CLAIM_SPECS
 
 if TYPE_CHECKING:
     from raysweep.tune.summary import SweepOutcome
@@ -116,14 +117,15 @@ def _add_tolerance(parser: argparse.ArgumentParser) -> None:
                         "sweep's search.matched_rate.tolerance, else 0.05)")
 
 
-CLAIM_NAMES = ("rate_vs_lambda", "frontier_shift", "anisotropy_vs_lambda")
+CLAIM_NAMES = tuple(CLAIM_SPECS)  # the registered claims (raysweep.names), as --margin takes them
 
 
 def _add_margin(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", action="append", default=[], metavar="CLAIM=M",
                         help="equivalence margin of a claim in its unit (repeatable), e.g. rate_vs_lambda=0.5; a claim "
                         "is negligible when its 90%% interval lies inside ±M (default: the sweep's "
-                        "search.claims.margin, else rate_vs_lambda=1, frontier_shift=1, anisotropy_vs_lambda=0.1)")
+                        "search.claims.margin, else "
+                        + ", ".join(f"{n}={c.default_margin:g}" for n, c in CLAIM_SPECS.items()) + ")")
 
 
 def _parse_margins(items: list[str]) -> dict[str, float]:

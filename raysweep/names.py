@@ -1,6 +1,7 @@
-"""The names every layer shares: the metrics the training loop reports (with units) and the files
-a trial writes. One list each, imported by the loop, the sweep schema, tracking and the report, so a
-rename cannot leave a layer behind."""
+"""The names every layer shares: the metrics the training loop reports (with units), the files a
+trial writes, and the claims the frontier tests (with their units and default margins). One list
+each, imported by the loop, the sweep schema, tracking, the CLI and the report, so a rename cannot
+leave a layer behind."""
 
 from __future__ import annotations
 
@@ -98,3 +99,47 @@ OPERATING_POINTS_ARTIFACT_DIR = "operating_points"
 #: The headline metrics of a trial: the sweep's live status table, its one line per ended trial
 #: and the end-of-sweep table show these (in this order).
 KEY_METRICS = (RATE, DISTORTION_SSE, PSNR, ANISOTROPY)
+
+
+# ----------------------------------------------------------------------- the claim registry
+@dataclass(frozen=True)
+class ClaimSpec:
+    """What every layer needs to know of one claim: the sweep schema validates its margin
+    (``search.claims.margin.<name>``), the CLI takes ``--margin <name>=M``, and the frontier names
+    its rows; how it is computed is registered beside its code
+    (:func:`raysweep.frontier.claims.register_claim`).
+
+    Attributes:
+        name: the claim's key. label: how a table names it. unit: the unit of its estimate (and margin).
+        default_margin: the equivalence margin when the sweep sets none (``negligible`` inside ±it).
+        down, up: the verdicts for an interval below / above 0 (``falls``/``rises``, ``shifts down``/``shifts up``).
+        at: the row attribute that says where the row is taken: ``beta``, ``lambda_neural`` or ``target_rate``.
+    """
+
+    name: str
+    label: str
+    unit: str
+    default_margin: float
+    down: str
+    up: str
+    at: str
+
+
+CLAIM_SPECS: dict[str, ClaimSpec] = {}
+
+
+def register_claim_spec(spec: ClaimSpec) -> ClaimSpec:
+    """Add a claim to :data:`CLAIM_SPECS` (a name registered twice is refused)."""
+    if spec.name in CLAIM_SPECS:
+        raise ValueError(f"claim {spec.name!r} is registered twice")
+    CLAIM_SPECS[spec.name] = spec
+    return spec
+
+
+RATE_VS_LAMBDA_CLAIM = register_claim_spec(ClaimSpec(
+    "rate_vs_lambda", "rate vs lambda", "nats per unit lambda", 1.0, "falls", "rises", "beta"))
+FRONTIER_SHIFT_CLAIM = register_claim_spec(ClaimSpec(
+    "frontier_shift", "frontier shift", "nats", 1.0, "shifts down", "shifts up", "lambda_neural"))
+ANISOTROPY_VS_LAMBDA_CLAIM = register_claim_spec(ClaimSpec(
+    "anisotropy_vs_lambda", "anisotropy vs lambda", "anisotropy per unit lambda", 0.1, "falls", "rises",
+    "target_rate"))

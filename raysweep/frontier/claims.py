@@ -43,7 +43,7 @@ reason. Whether the verdict had settled by the end of training is
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -59,9 +59,16 @@ from raysweep.frontier.selection import (
     matched_runs,
     with_operating_points,
 )
+from raysweep.names import (
+    ANISOTROPY_VS_LAMBDA_CLAIM,
+    CLAIM_SPECS,
+    FRONTIER_SHIFT_CLAIM,
+    RATE_VS_LAMBDA_CLAIM,
+    ClaimSpec,
+)
 
-RATE_VS_LAMBDA, FRONTIER_SHIFT, ANISOTROPY_VS_LAMBDA = "rate_vs_lambda", "frontier_shift", "anisotropy_vs_lambda"
-CLAIMS = (RATE_VS_LAMBDA, FRONTIER_SHIFT, ANISOTROPY_VS_LAMBDA)
+RATE_VS_LAMBDA, FRONTIER_SHIFT, ANISOTROPY_VS_LAMBDA = (RATE_VS_LAMBDA_CLAIM.name, FRONTIER_SHIFT_CLAIM.name,
+                                                       ANISOTROPY_VS_LAMBDA_CLAIM.name)
 
 
 class Verdict(StrEnum):
@@ -88,12 +95,13 @@ INSUFFICIENT, WITHHELD = Verdict.INSUFFICIENT, Verdict.WITHHELD
 VERDICTS = tuple(Verdict)
 #: The verdicts that decide a row (what ``--until-decided`` waits for).
 DECIDED = (FALLS, RISES, NEGLIGIBLE, SHIFTS_DOWN, SHIFTS_UP)
-#: Default equivalence margins, in each claim's unit (README "Claims"; ``search.claims.margin.<claim>``):
-#: a rate slope smaller than 1 nat per unit lambda moves the rate by under 1 nat per image across the
-#: whole lambda range (the paper's effects are tens of nats); a frontier within 1 nat of the lambda = 0
-#: curve on average; an anisotropy slope under 0.1 per unit lambda (Var_j log sigma^2 is unitless;
-#: the paper's anisotropies are of order 1 to 10).
-DEFAULT_MARGINS: dict[str, float] = {RATE_VS_LAMBDA: 1.0, FRONTIER_SHIFT: 1.0, ANISOTROPY_VS_LAMBDA: 0.1}
+#: Default equivalence margins, in each claim's unit (README "Claims"; ``search.claims.margin.<claim>``),
+#: from the claim registry (:data:`raysweep.names.CLAIM_SPECS`): a rate slope smaller than 1 nat per
+#: unit lambda moves the rate by under 1 nat per image across the whole lambda range (the paper's
+#: effects are tens of nats); a frontier within 1 nat of the lambda = 0 curve on average; an
+#: anisotropy slope under 0.1 per unit lambda (Var_j log sigma^2 is unitless; the paper's
+#: anisotropies are of order 1 to 10).
+DEFAULT_MARGINS: dict[str, float] = {name: spec.default_margin for name, spec in CLAIM_SPECS.items()}
 #: The fraction of the narrower curve's log-distortion span two curves of one seed must share for
 #: their shift to count. Measured (benchmarks/claims_coverage.py, a convex frontier with a constant
 #: gap, 3 seeds, 400 draws): the paired interval covers 94-96% at every overlap from 79% down to 11%
@@ -106,8 +114,6 @@ ADD_LAMBDAS = "add lambdas: search.grid.loss.lambda_neural"
 ADD_SEEDS = "add seeds: search.seeds"
 ADD_BETAS = "add betas: search.grid.objective.beta"
 SAME_SEEDS = "run the same seeds at lambda 0 and this lambda (search.seeds)"
-_DIRECTIONS = {RATE_VS_LAMBDA: (FALLS, RISES), ANISOTROPY_VS_LAMBDA: (FALLS, RISES),
-               FRONTIER_SHIFT: (SHIFTS_DOWN, SHIFTS_UP)}
 NOT_SETTLED = "not settled: train longer"
 
 
@@ -284,7 +290,8 @@ def _decide(row: ClaimRow, estimate: S.Estimate, settings: ClaimSettings) -> Non
     decision = S.decide(estimate, margin, settings.alpha_look, route=route)
     row.decision = decision
     row.pooled_seeds = S.pooled_seeds_for_width(estimate, settings.alpha_look)
-    down, up = _DIRECTIONS[row.claim]
+    spec = CLAIM_SPECS[row.claim]
+    down, up = Verdict(spec.down), Verdict(spec.up)
     row.verdict = {S.Direction.DOWN: down, S.Direction.UP: up, S.Direction.NEGLIGIBLE: NEGLIGIBLE,
                    S.Direction.UNDECIDED: UNDECIDED}[decision.verdict]
     if row.verdict == UNDECIDED:
@@ -469,6 +476,44 @@ def frontier_shift(members: pd.DataFrame, base: dict, settings: ClaimSettings | 
     return rows
 
 
+# ------------------------------------------------------------------------- the claim registry
+#: How a claim is computed over one group's runs: (members, base row fields, settings, tolerance) -> rows.
+ComputeClaim = Callable[[pd.DataFrame, dict, ClaimSettings, "float | None"], list[ClaimRow]]
+
+
+@dataclass(frozen=True)
+class ClaimKind:
+    """A registered claim: its :class:`~raysweep.names.ClaimSpec` (name, label, unit, default
+    margin, direction words, where its rows are taken) and how its rows are computed. Adding a
+    claim is its spec in :mod:`raysweep.names` and one :func:`register_claim` beside its code."""
+
+    spec: ClaimSpec
+    compute: ComputeClaim
+
+
+#: Every claim :func:`compute_claims` reads, in table order.
+CLAIM_KINDS: dict[str, ClaimKind] = {}
+
+
+def register_claim(name: str, compute: ComputeClaim) -> ClaimKind:
+    """Register how the claim `name` (a spec of :data:`raysweep.names.CLAIM_SPECS`) is computed."""
+    if name not in CLAIM_SPECS:
+        raise ValueError(f"claim {name!r} has no spec: register_claim_spec it in raysweep.names first")
+    spec = CLAIM_SPECS[name]
+    for verdict in (spec.down, spec.up):
+        Verdict(verdict)  # a direction word the tables, JSON and --until-decided know
+    kind = CLAIM_KINDS[name] = ClaimKind(spec, compute)
+    return kind
+
+
+register_claim(RATE_VS_LAMBDA, lambda members, base, settings, tolerance: rate_vs_lambda(members, base, settings))
+register_claim(FRONTIER_SHIFT, lambda members, base, settings, tolerance: frontier_shift(members, base, settings))
+register_claim(ANISOTROPY_VS_LAMBDA,
+               lambda members, base, settings, tolerance: anisotropy_vs_lambda(members, base, tolerance, settings))
+#: The registered claims' names, in table order.
+CLAIMS = tuple(CLAIM_KINDS)
+
+
 # -------------------------------------------------------------------------------- all claims
 def _known(runs: pd.DataFrame, column: str) -> float | None:
     if column not in runs:
@@ -487,7 +532,7 @@ def settings_from_runs(runs: pd.DataFrame, margins: Mapping[str, float] | None =
     a sequence planning that many, each at 0.05 / looks) overrides the sweep's level, and
     `alpha_look` / `alpha_bound` (a look of ``--until-decided``) override both."""
     settings = ClaimSettings()
-    for claim in CLAIMS:
+    for claim in CLAIM_SPECS:
         value = _known(runs, f"claims_margin_{claim}")
         if value is not None:
             settings.margins[claim] = value
@@ -537,9 +582,8 @@ def compute_claims(runs: pd.DataFrame, points: pd.DataFrame | None = None, toler
     rows: list[ClaimRow] = []
     for title, members in groups(runs):
         base = {"group": title, **group_key(members)}
-        rows += rate_vs_lambda(members, base, settings)
-        rows += frontier_shift(members, base, settings)
-        rows += anisotropy_vs_lambda(members, base, tolerance, settings)
+        for kind in CLAIM_KINDS.values():
+            rows += kind.compute(members, base, settings, tolerance)
     return rows
 
 

@@ -13,16 +13,10 @@ import numpy as np
 import pandas as pd
 
 from raysweep.frontier import statistics as S
-from raysweep.frontier.claims import (
-    ANISOTROPY_VS_LAMBDA,
-    FRONTIER_SHIFT,
-    NOT_SETTLED,
-    RATE_VS_LAMBDA,
-    ClaimRow,
-)
+from raysweep.frontier.claims import NOT_SETTLED, ClaimRow
+from raysweep.names import CLAIM_SPECS
 
-CLAIM_LABELS = {RATE_VS_LAMBDA: "rate vs lambda", FRONTIER_SHIFT: "frontier shift",
-                ANISOTROPY_VS_LAMBDA: "anisotropy vs lambda"}
+CLAIM_LABELS = {name: spec.label for name, spec in CLAIM_SPECS.items()}
 #: The short name of each method in the table (the full one is in the footer, the JSON and the CSV).
 METHOD_LABELS = {S.TWO_STAGE_METHOD: "two-stage", S.POOLED_METHOD: "pooled", S.PAIRED_METHOD: "paired"}
 #: The JSON / CSV columns, in order: where the row is taken, its numbers, its verdict and whether it
@@ -99,9 +93,10 @@ def write_claims(rows: Sequence[ClaimRow], out_dir: str | Path) -> dict[str, Pat
 def where(row: ClaimRow) -> str:
     """Where a row is taken: ``beta=0.5`` (claim 1), ``lambda=0.5`` (shift) or ``R*=10 nats ±0.05``
     (claim 2, with its relative rate tolerance)."""
-    if row.claim == RATE_VS_LAMBDA:
+    at = CLAIM_SPECS[row.claim].at
+    if at == "beta":
         return f"beta={row.beta:g}"
-    if row.claim == FRONTIER_SHIFT:
+    if at == "lambda_neural":
         return f"lambda={row.lambda_neural:g}"
     tolerance = f" ±{row.tolerance:.3g}" if row.tolerance is not None else ""
     return f"R*={row.target_rate:g} nats{tolerance}"
@@ -142,8 +137,8 @@ TEXT_COLUMNS = ("claim", "group", "at", "slope / shift", "interval", "level", "v
 
 def text_cells(row: ClaimRow) -> list[str]:
     """One row's cells under :data:`TEXT_COLUMNS` (``left out``: off-target runs of claim 2, seeds
-    without enough overlap of the shift)."""
-    left_out = str(row.excluded) if row.claim != RATE_VS_LAMBDA else ""
+    without enough overlap of the shift; empty when none)."""
+    left_out = str(row.excluded) if row.excluded else ""
     margin = "" if row.margin is None else f"±{row.margin:g}"
     seed_sd = "" if row.seed_slope_sd is None else f"{row.seed_slope_sd:.3g}"
     return [CLAIM_LABELS[row.claim], row.group, where(row), number(row.slope), interval(row), level_text(row),

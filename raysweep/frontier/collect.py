@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from raysweep.errors import RaysweepError
+from raysweep.names import CLAIM_SPECS
 from raysweep.tracking.operating_points import OPERATING_POINT_TAG, TARGET_RATE_TAG
 from raysweep.tracking.store import (
     DATASET_TAG,
@@ -157,9 +158,9 @@ def collect_runs(tracking_uri: str, experiment: str) -> Collected:
 
 
 #: What a run's sweep says of how to read it: ``sweep_mode``, ``tolerance``, the claims' margins and planned looks.
-SWEEP_SETTING_COLUMNS = ("sweep_mode", "tolerance", "claims_margin_rate_vs_lambda", "claims_margin_frontier_shift",
-                         "claims_margin_anisotropy_vs_lambda", "claims_looks", "claims_alpha_look",
-                         "claims_alpha_spent", "claims_alpha_bound", "claims_seeds_per_round")
+SWEEP_SETTING_COLUMNS = ("sweep_mode", "tolerance", *(f"claims_margin_{claim}" for claim in CLAIM_SPECS),
+                         "claims_looks", "claims_alpha_look", "claims_alpha_spent", "claims_alpha_bound",
+                         "claims_seeds_per_round")
 
 
 def sweep_settings(tracking_uri: str, parent_run_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -188,7 +189,7 @@ def sweep_settings(tracking_uri: str, parent_run_ids: list[str]) -> dict[str, di
                                 "claims_alpha_spent": _to_number(claims.get("alpha_spent")),
                                 "claims_alpha_bound": _to_number(claims.get("alpha_bound") or claims.get("alpha")),
                                 "claims_seeds_per_round": _to_number(claims.get("seeds_per_round"))}
-            for claim in ("rate_vs_lambda", "frontier_shift", "anisotropy_vs_lambda"):
+            for claim in CLAIM_SPECS:
                 settings[run_id][f"claims_margin_{claim}"] = _to_number(margins.get(claim))
     return settings
 

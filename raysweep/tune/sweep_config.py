@@ -44,11 +44,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from raysweep.config import TRIAL_BLOCKS, StrictModel, format_validation_error
 from raysweep.errors import RaysweepError
-from raysweep.names import METRICS, is_known_metric
+from raysweep.names import CLAIM_SPECS, METRICS, is_known_metric
 from raysweep.tune.keys import flatten_once
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -163,14 +163,14 @@ class MatchedRateSearch(StrictModel):
         return self.strategy == "optuna" if self.early_stopping is None else self.early_stopping
 
 
-class ClaimMargins(StrictModel):
-    """Equivalence margins of the claims, each in its claim's unit; None: the product's default
-    (:data:`raysweep.frontier.claims.DEFAULT_MARGINS`). A claim is ``negligible`` when its 90%
-    interval lies inside +/- its margin."""
-
-    rate_vs_lambda: float | None = Field(None, gt=0, description="nats per unit lambda (default 1.0)")
-    frontier_shift: float | None = Field(None, gt=0, description="nats (default 1.0)")
-    anisotropy_vs_lambda: float | None = Field(None, gt=0, description="anisotropy per unit lambda (default 0.1)")
+#: Equivalence margins of the claims, one optional field per registered claim (:data:`raysweep.names.CLAIM_SPECS`),
+#: each in its claim's unit; None: the claim's default margin. A claim is ``negligible`` when its 90% interval
+#: lies inside +/- its margin.
+ClaimMargins = create_model(
+    "ClaimMargins", __base__=StrictModel,
+    **{spec.name: (float | None, Field(None, gt=0, description=f"{spec.unit} (default {spec.default_margin:g})"))
+       for spec in CLAIM_SPECS.values()},
+)
 
 
 class ClaimsConfig(StrictModel):
