@@ -114,3 +114,21 @@ def recorded_checkpoints(experiment_state: str) -> dict[str, tuple[str, str | No
         _moved("Trial.from_json_state / restore_run_metadata / checkpoint of an experiment state", err)
         return None
     return found
+
+
+def tune_interrupt_handler() -> Any:
+    """The handler Tune's run loop installs for SIGUSR1 while it runs (``tune.tune``'s
+    ``_setup_signal_catching``: SIGINT and SIGUSR1 end the loop, then Tune saves the experiment
+    state with ``force=True, wait=True`` and stops the trials), or None outside that loop.
+
+    No public API stops a running ``Tuner.fit`` gracefully from the driver itself: the documented
+    way is to send SIGINT or SIGUSR1 to the driver. Calling the installed handler does the same
+    without a second signal in flight (SIGUSR1's default action, if Tune's handler were already
+    gone, would kill the process).
+    """
+    import signal
+
+    handler = signal.getsignal(signal.SIGUSR1) if hasattr(signal, "SIGUSR1") else None
+    if callable(handler) and getattr(handler, "__name__", "") == "signal_interrupt_tune_run":
+        return handler
+    return None
