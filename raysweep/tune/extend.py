@@ -152,7 +152,7 @@ def extend_sweep(
         print(f"raysweep extend: {sweep_dir}: nothing new: all {grown.num_trials} trials of the grown sweep ran "
               "already; nothing started", flush=True)
         return None
-    plan = start_ray_for(sweep, address)
+    plan = start_ray_for(sweep, address, sweep_dir)
     storage.write_text(f"{sweep_dir}/{storage.SWEEP_FILE}", dump_sweep(sweep))
     write_extension(sweep_dir, grown, new_cells)
     reporter, console_callbacks = console_for(sweep, grown, verbose)

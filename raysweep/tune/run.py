@@ -40,7 +40,7 @@ from raysweep.storage import (
 )
 from raysweep.tune import console, ray_shim
 from raysweep.tune.backfill import backfill_tracking
-from raysweep.tune.check import check_sweep_inputs, check_trial_checkpoints, connect_ray
+from raysweep.tune.check import check_sweep_inputs, check_tracking_store, check_trial_checkpoints, connect_ray
 from raysweep.tune.graceful import StopAtCheckpoint, grace_seconds, stop_gracefully_on_sigterm
 from raysweep.tune.growth import newest_experiment_cells
 from raysweep.tune.load import dump_sweep, load_sweep_dir
@@ -142,10 +142,13 @@ def plan_for(sweep: SweepConfig) -> ResourcePlan:
     return plan_resources(sweep.resources, nodes)
 
 
-def start_ray_for(sweep: SweepConfig, address: str | None) -> ResourcePlan:
-    """Reject an impossible plan, an unreachable tracking server or cluster and a missing data folder
-    before starting Ray, start (or join) Ray, plan on its nodes."""
+def start_ray_for(sweep: SweepConfig, address: str | None, sweep_dir: str | None = None) -> ResourcePlan:
+    """Reject an impossible plan, an unreachable tracking server or cluster, a missing data folder
+    and (given the `sweep_dir`) a SQLite tracking store on a network filesystem before starting
+    Ray, start (or join) Ray, plan on its nodes."""
     check_sweep_inputs(sweep, address)
+    if sweep_dir is not None:
+        check_tracking_store(sweep, sweep_dir)
     if address is None:
         plan_for(sweep)
     console.quiet_driver()
@@ -196,7 +199,7 @@ def run_sweep(
             "--name or --storage"
         )
     scheduler = build_scheduler(sweep.search, expanded)
-    plan = start_ray_for(sweep, address)
+    plan = start_ray_for(sweep, address, sweep_dir)
     write_text(f"{sweep_dir}/{SWEEP_FILE}", dump_sweep(sweep))
     search = sweep.search
     reporter, console_callbacks = console_for(sweep, expanded, verbose)
@@ -247,7 +250,7 @@ def resume_sweep(
     sweep = load_sweep_dir(sweep_dir)
     expanded = expand_sweep(sweep)
     check_trial_checkpoints(sweep_dir)
-    plan = start_ray_for(sweep, address)
+    plan = start_ray_for(sweep, address, sweep_dir)
     if not tune.Tuner.can_restore(sweep_dir):
         raise RaysweepError(f"{sweep_dir}: no Tune experiment state to resume (the sweep never started?)")
     tuner = tune.Tuner.restore(sweep_dir, trainable=build_trainable(sweep, sweep_dir, plan),
