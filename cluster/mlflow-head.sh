@@ -27,7 +27,8 @@ EVERY="${RAYSWEEP_MLFLOW_BACKUP_S:-300}"
 PYTHON="${PYTHON:-python}"
 
 mkdir -p "$LOCAL" "$SHARED/artifacts" || { echo "mlflow-head.sh: cannot create $LOCAL or $SHARED/artifacts" >&2; exit 2; }
-if [ ! -f "$LOCAL/mlflow.db" ] && [ -f "$SHARED/mlflow.db" ]; then
+# The shared copy wins over an older local database (a head restarted on a node that kept one).
+if [ -f "$SHARED/mlflow.db" ] && { [ ! -f "$LOCAL/mlflow.db" ] || [ "$SHARED/mlflow.db" -nt "$LOCAL/mlflow.db" ]; }; then
   cp "$SHARED/mlflow.db" "$LOCAL/mlflow.db"
   echo "mlflow-head.sh: continuing the runs of $SHARED/mlflow.db"
 fi

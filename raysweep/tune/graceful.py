@@ -135,6 +135,13 @@ def stop_gracefully_on_sigterm(stopper: StopAtCheckpoint) -> Iterator[None]:
         return
     previous = signal.getsignal(signal.SIGTERM)
     received: list[int] = []
+    # Tune leaves its SIGUSR1 handler installed after its loop ends: one left by an earlier fit in
+    # this process (``extend --until-decided`` runs several) would pass for this fit's and swallow
+    # the stop. Only a handler this fit's loop installs may count.
+    usr1 = signal.getsignal(signal.SIGUSR1) if hasattr(signal, "SIGUSR1") else None
+    if usr1 is not None and ray_shim.tune_interrupt_handler() is not None:
+        usr1 = signal.SIG_DFL
+        signal.signal(signal.SIGUSR1, usr1)
 
     def pass_on(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, previous)
@@ -155,5 +162,7 @@ def stop_gracefully_on_sigterm(stopper: StopAtCheckpoint) -> Iterator[None]:
     finally:
         if signal.getsignal(signal.SIGTERM) is on_sigterm:
             signal.signal(signal.SIGTERM, previous)
+        if usr1 is not None:
+            signal.signal(signal.SIGUSR1, usr1)  # this fit's Tune handler goes too
     if received:
         pass_on(signal.SIGTERM, None)

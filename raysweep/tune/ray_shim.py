@@ -19,6 +19,10 @@ says which of these moved. Each function states what public API is missing.
   cloudpickled checkpoint manager that only ``Trial.from_json_state`` and
   ``Trial.restore_run_metadata`` read), so ``raysweep resume`` checks that checkpoint and not a
   newer one a killed trial was still writing.
+- :func:`tune_interrupt_handler`: the handler Tune's run loop installs for SIGINT/SIGUSR1, which
+  ends the loop with a final, waited-for save of the experiment state: no public API stops a
+  running ``Tuner.fit`` that way from inside the driver (:mod:`raysweep.tune.graceful` calls it on
+  SIGTERM).
 
 Failures are never swallowed wholesale: the errors an API change raises (``ImportError``,
 ``AttributeError``) are caught by name and logged as a warning naming the Ray version; anything

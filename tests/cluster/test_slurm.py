@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,11 +59,17 @@ def _free_port() -> int:
 
 
 def _job_env(storage: Path, sweep: str, extra_sets: str = "") -> dict[str, str]:
-    """The environment `sbatch` exports to the job: the script's settings, this checkout's code and
-    free ports (another Ray may run on this machine)."""
+    """The environment `sbatch` exports to the job: the script's settings, this checkout's code,
+    free ports (another Ray may run on this machine), and the head's local folders of this test
+    (job ids restart at 1 with every test SLURM, so the defaults /tmp/ray-<job id> and
+    /tmp/raysweep-mlflow-<job id> could hold an earlier session's files; the Ray folder's path is
+    kept short for Ray's socket names)."""
     venv = Path(sys.executable).parent.parent
     ports = [_free_port() for _ in range(3)]
+    ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
     return {
+        "RAYSWEEP_RAY_TMPDIR": ray_tmp,
+        "RAYSWEEP_MLFLOW_DIR": str(storage.parent / "head-local-disk"),
         "RAYSWEEP_SWEEP": sweep,
         "RAYSWEEP_STORAGE": str(storage),
         "RAYSWEEP_SET": extra_sets,
@@ -126,12 +133,12 @@ def _mlflow_trial_runs(storage: Path, experiment: str) -> list:
     return [(r.data.tags[TRIAL_ID_TAG], r.info.status) for r in runs]
 
 
-def _no_ray_left(job_id: str) -> list[str]:
-    """Processes of this job's Ray still running (its temp dir is /tmp/ray-<job id>)."""
+def _no_ray_left(env: dict[str, str]) -> list[str]:
+    """Processes of this job's Ray still running (by its temp dir)."""
     left = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(process.info["cmdline"] or [])
-        if f"/tmp/ray-{job_id}" in cmdline:
+        if env["RAYSWEEP_RAY_TMPDIR"] in cmdline:
             left.append(f"{process.pid} {cmdline[:160]}")
     return left
 
@@ -142,7 +149,8 @@ def test_reduced_quickstart_runs_to_completion_through_sbatch(slurm: SlurmCluste
     server the script ran on the head), and no Ray process of the job is left."""
     storage = tmp_path / "shared"
     sets = "search.seeds=[0] search.grid.objective.beta=[0.01] trial.train.max_steps=40 trial.train.val_every=20"
-    job_id, out = _sbatch(slurm, tmp_path, _job_env(storage, "search_spaces/quickstart.yaml", sets))
+    env = _job_env(storage, "search_spaces/quickstart.yaml", sets)
+    job_id, out = _sbatch(slurm, tmp_path, env)
     _wait(lambda: slurm.job(job_id).get("JobState") == "COMPLETED", "COMPLETED", slurm, job_id, out)
     log = _text(out)
     assert "starting search_spaces/quickstart.yaml" in log and "driver exited with status 0" in log, log[-3000:]
@@ -154,7 +162,7 @@ def test_reduced_quickstart_runs_to_completion_through_sbatch(slurm: SlurmCluste
     runs = _mlflow_trial_runs(storage, "quickstart")
     assert sorted(trial_id for trial_id, _ in runs) == sorted(t.name for t in trials), runs
     assert all(status == "FINISHED" for _, status in runs), runs
-    assert not _no_ray_left(job_id)
+    assert not _no_ray_left(env)
 
 
 def test_requeued_sweep_resumes_and_runs_each_trial_once(slurm: SlurmCluster, tmp_path: Path) -> None:
@@ -170,7 +178,8 @@ def test_requeued_sweep_resumes_and_runs_each_trial_once(slurm: SlurmCluster, tm
     sweep_file = tmp_path / "requeue.yaml"
     sweep_file.write_text(yaml.safe_dump(sweep, sort_keys=False))
     timeline: dict[str, float] = {"submit": time.time()}
-    job_id, out = _sbatch(slurm, tmp_path, _job_env(storage, str(sweep_file)))
+    env = _job_env(storage, str(sweep_file))
+    job_id, out = _sbatch(slurm, tmp_path, env)
     sweep_dir = storage / "requeue"
 
     def by_length() -> dict[int, Path]:
@@ -208,7 +217,7 @@ def test_requeued_sweep_resumes_and_runs_each_trial_once(slurm: SlurmCluster, tm
     runs = _mlflow_trial_runs(storage, "requeue")
     assert sorted(trial_id for trial_id, _ in runs) == sorted([short.name, long_.name]), runs
     assert all(status == "FINISHED" for _, status in runs), runs
-    assert not _no_ray_left(job_id)
+    assert not _no_ray_left(env)
 
     # The timeline, from the job's own log lines (signal, stop, requeue, resume, finish).
     stamps = {}
