@@ -99,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_margin(p)
     p.add_argument("--json", action="store_true", help="print the claims as a JSON list (null for missing numbers)")
 
-    p = sub.add_parser("ui", help="MLflow UI on a sweep's tracking store, bound to 127.0.0.1")
-    p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    p = sub.add_parser("ui", help="MLflow UI on a sweep's tracking store, bound to 127.0.0.1 unless --host says otherwise")
+    p.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; reach it from a laptop "
+                   "through `ssh -L`; another address serves the UI, which has no authentication, to the network)")
     _add_store(p)
     return parser
 
@@ -450,7 +452,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     from raysweep.tracking.ui import run_ui
 
-    return run_ui(args.tracking_uri, args.storage, port=args.port)
+    return run_ui(args.tracking_uri, args.storage, port=args.port, host=args.host)
 
 
 COMMANDS = {

@@ -212,8 +212,10 @@ def test_train_with_two_workers_leaves_no_rank(tmp_path: Path, command) -> None:
 
 @pytest.mark.slow
 def test_sweep_on_local_ray_leaves_no_ray_process(tmp_path: Path, command) -> None:
-    """SIGTERM to a sweep's driver on local Ray: Ray's processes (GCS, raylet, workers, the trial)
-    all go, and the driver exits 143. Then, on the interrupted sweep, ``resume`` with the checkpoint
+    """SIGTERM to a sweep's driver on local Ray: the trial stops at its next checkpoint, Tune's
+    experiment state records a checkpoint (before issue 25 it could still hold the trial PENDING
+    with none: the driver left Tune's loop without its final save), Ray's processes (GCS, raylet,
+    workers, the trial) all go, and the driver exits 143. Then, on the interrupted sweep, ``resume`` with the checkpoint
     Tune recorded for the trial truncated stops in one line naming the file, before Ray starts."""
     from raysweep.tune import ray_shim
 
@@ -227,6 +229,8 @@ def test_sweep_on_local_ray_leaves_no_ray_process(tmp_path: Path, command) -> No
           "a trial reported a checkpoint")
     _, children = _signal_and_check(proc, signal.SIGTERM, command.seen, tmp_path / "command.log")
     assert "raylet" in children and "gcs_server" in children, children[:2000]
+    # The driver stopped through Tune's own end of loop, which saves the experiment state (tune.graceful).
+    assert "raysweep: SIGTERM: stopping 1 running trials at their next checkpoint" in (tmp_path / "command.log").read_text()
 
     state = sorted((storage / "signals").glob("experiment_state-*.json"))[-1]
     [(status, recorded)] = ray_shim.recorded_checkpoints(state.read_text()).values()

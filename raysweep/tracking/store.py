@@ -9,6 +9,13 @@ run again, so neither is ever duplicated.
 The default store is an embedded SQLite database beside the sweep's results,
 ``sqlite:///<storage>/mlflow.db`` (MLflow's file store is deprecated), with artifacts under
 ``<storage>/mlartifacts/``. An ``http://`` tracking server works the same way.
+
+A SQLite store on a network filesystem (NFS, Lustre, GPFS, BeeGFS, CIFS/SMB, FUSE mounts) is
+refused before a sweep starts (:func:`check_sqlite_on_local_disk`): SQLite's locking relies on
+POSIX locks that these filesystems implement partly or not at all, and SQLite's own documentation
+warns that the database can be corrupted there. On a cluster that is the default store's usual
+place (``--storage`` on the shared filesystem), so the fix is named in the refusal: a path on the
+head's local disk, or an ``http://`` MLflow server (the cluster templates start one on the head).
 """
 
 from __future__ import annotations
@@ -97,6 +104,70 @@ def tracking_uri_for(storage_dir: str | Path | None, uri_or_none: str | None) ->
     local = local_path(storage_dir)
     local.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{local / DB_FILE}"
+
+
+#: Filesystem types (``/proc/self/mounts``' third field) on which SQLite's locks are unsafe; any
+#: ``fuse.*`` type (sshfs, s3fs, gcsfuse, ...) too.
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "9p", "afs", "fuse",
+})
+MOUNTS_FILE = "/proc/self/mounts"
+
+
+def _unescape_mount(field: str) -> str:
+    """A mount table field with its octal escapes (``\\040`` for a space) decoded."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def filesystem_of(path: str | Path, mounts: str) -> tuple[str, str] | None:
+    """(mount point, filesystem type) holding `path`, by the longest mount point that is a prefix
+    of its resolved path, from the text of a mount table (``/proc/self/mounts`` format); None when
+    no line matches (an empty table)."""
+    target = os.path.realpath(path)
+    best: tuple[str, str] | None = None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point, fstype = _unescape_mount(fields[1]), fields[2]
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best[0])):
+            best = (point, fstype)  # a later line with the same mount point is mounted over it
+    return best
+
+
+def is_network_filesystem(fstype: str) -> bool:
+    """Whether SQLite must not be used on a filesystem of type `fstype` (:data:`NETWORK_FILESYSTEMS`,
+    ``fuse.*``; ``fuseblk``, a FUSE driver of a local disk, is local)."""
+    return fstype in NETWORK_FILESYSTEMS or fstype.startswith("fuse.")
+
+
+def check_sqlite_on_local_disk(uri: str, mounts: str | None = None) -> None:
+    """Refuse a ``sqlite:///`` tracking store whose database lies on a network filesystem (module
+    docstring), in one line naming the path, its filesystem and the fix. Any other store passes.
+
+    Args:
+        uri: the tracking URI the sweep will write to (:func:`tracking_uri_for`).
+        mounts: a mount table's text (tests); default: this machine's :data:`MOUNTS_FILE`, or no
+            check where it cannot be read (not Linux).
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    if mounts is None:
+        try:
+            mounts = Path(MOUNTS_FILE).read_text()
+        except OSError:
+            return
+    found = filesystem_of(db, mounts)
+    if found is None or not is_network_filesystem(found[1]):
+        return
+    point, fstype = found
+    raise RaysweepError(
+        f"tracking.uri: the SQLite store {db} is on a {fstype} network filesystem (mounted at {point}), where SQLite's "
+        "locks are unsafe and the database can be corrupted: set tracking.uri to sqlite:////<a path on this "
+        "machine's local disk>/mlflow.db or to an http:// MLflow tracking server (see cluster/README.md)"
+    )
 
 
 def resolve_tracking_uri(tracking_uri: str | None, storage: str | Path | None) -> str:

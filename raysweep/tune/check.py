@@ -137,6 +137,17 @@ def check_tracking_uri(uri: str | None, what: str = "tracking.uri") -> None:
         ) from None
 
 
+def check_tracking_store(sweep: SweepConfig, sweep_dir: str, mounts: str | None = None) -> None:
+    """Refuse a SQLite tracking store on a network filesystem, the default ``<storage>/mlflow.db``
+    on a cluster's shared storage included, before Ray or any trial starts (the rule and its fix:
+    :func:`raysweep.tracking.store.check_sqlite_on_local_disk`; `mounts` is a mount table's text for tests)."""
+    from raysweep.storage import split_sweep_dir
+    from raysweep.tracking.store import check_sqlite_on_local_disk, tracking_uri_for
+
+    root, _ = split_sweep_dir(sweep_dir)
+    check_sqlite_on_local_disk(tracking_uri_for(root, sweep.tracking.uri), mounts)
+
+
 def _holds_images(root: Path) -> bool:
     for _directory, _subdirs, files in os.walk(root, followlinks=True):
         if any(name.lower().endswith(_IMAGE_ENDINGS) for name in files):

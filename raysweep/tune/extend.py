@@ -135,7 +135,14 @@ def extend_sweep(
     """
     from ray import tune
 
-    from raysweep.tune.run import build_callbacks, build_trainable, console_for, finish_sweep, start_ray_for
+    from raysweep.tune.run import (
+        build_callbacks,
+        build_trainable,
+        console_for,
+        finish_sweep,
+        fit_gracefully,
+        start_ray_for,
+    )
     from raysweep.tune.search import SweepSearcher, build_scheduler
 
     sweep_dir = storage.resolve_sweep_dir(sweep_dir)
@@ -145,7 +152,7 @@ def extend_sweep(
         print(f"raysweep extend: {sweep_dir}: nothing new: all {grown.num_trials} trials of the grown sweep ran "
               "already; nothing started", flush=True)
         return None
-    plan = start_ray_for(sweep, address)
+    plan = start_ray_for(sweep, address, sweep_dir)
     storage.write_text(f"{sweep_dir}/{storage.SWEEP_FILE}", dump_sweep(sweep))
     write_extension(sweep_dir, grown, new_cells)
     reporter, console_callbacks = console_for(sweep, grown, verbose)
@@ -170,9 +177,9 @@ def extend_sweep(
         )
         param_space = build_param_space(grown)
     root, name = storage.split_sweep_dir(sweep_dir)
+    all_callbacks = [*build_callbacks(sweep, sweep_dir), *console_callbacks, *(callbacks or [])]
     run_config = tune.RunConfig(
-        name=name, storage_path=root, stop=stop,
-        callbacks=[*build_callbacks(sweep, sweep_dir), *console_callbacks, *(callbacks or [])],
+        name=name, storage_path=root, stop=stop, callbacks=all_callbacks,
         verbose=verbose, progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=sweep.failure.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.checkpoint.num_to_keep),
@@ -181,7 +188,7 @@ def extend_sweep(
           f"{plan.max_concurrent} at once; results in {sweep_dir}", flush=True)
     tuner = tune.Tuner(build_trainable(sweep, sweep_dir, plan), param_space=param_space,
                        tune_config=tune_config, run_config=run_config)
-    return finish_sweep(tuner.fit(), sweep, new_cells, sweep_dir)
+    return finish_sweep(fit_gracefully(tuner, all_callbacks), sweep, new_cells, sweep_dir)
 
 
 def record_claims_ledger(sweep_dir: str, values: dict[str, float | int]) -> SweepConfig:

@@ -19,6 +19,10 @@ says which of these moved. Each function states what public API is missing.
   cloudpickled checkpoint manager that only ``Trial.from_json_state`` and
   ``Trial.restore_run_metadata`` read), so ``raysweep resume`` checks that checkpoint and not a
   newer one a killed trial was still writing.
+- :func:`tune_interrupt_handler`: the handler Tune's run loop installs for SIGINT/SIGUSR1, which
+  ends the loop with a final, waited-for save of the experiment state: no public API stops a
+  running ``Tuner.fit`` that way from inside the driver (:mod:`raysweep.tune.graceful` calls it on
+  SIGTERM).
 
 Failures are never swallowed wholesale: the errors an API change raises (``ImportError``,
 ``AttributeError``) are caught by name and logged as a warning naming the Ray version; anything
@@ -114,3 +118,21 @@ def recorded_checkpoints(experiment_state: str) -> dict[str, tuple[str, str | No
         _moved("Trial.from_json_state / restore_run_metadata / checkpoint of an experiment state", err)
         return None
     return found
+
+
+def tune_interrupt_handler() -> Any:
+    """The handler Tune's run loop installs for SIGUSR1 while it runs (``tune.tune``'s
+    ``_setup_signal_catching``: SIGINT and SIGUSR1 end the loop, then Tune saves the experiment
+    state with ``force=True, wait=True`` and stops the trials), or None outside that loop.
+
+    No public API stops a running ``Tuner.fit`` gracefully from the driver itself: the documented
+    way is to send SIGINT or SIGUSR1 to the driver. Calling the installed handler does the same
+    without a second signal in flight (SIGUSR1's default action, if Tune's handler were already
+    gone, would kill the process).
+    """
+    import signal
+
+    handler = signal.getsignal(signal.SIGUSR1) if hasattr(signal, "SIGUSR1") else None
+    if callable(handler) and getattr(handler, "__name__", "") == "signal_interrupt_tune_run":
+        return handler
+    return None

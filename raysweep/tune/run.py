@@ -40,7 +40,8 @@ from raysweep.storage import (
 )
 from raysweep.tune import console, ray_shim
 from raysweep.tune.backfill import backfill_tracking
-from raysweep.tune.check import check_sweep_inputs, check_trial_checkpoints, connect_ray
+from raysweep.tune.check import check_sweep_inputs, check_tracking_store, check_trial_checkpoints, connect_ray
+from raysweep.tune.graceful import StopAtCheckpoint, grace_seconds, stop_gracefully_on_sigterm
 from raysweep.tune.growth import newest_experiment_cells
 from raysweep.tune.load import dump_sweep, load_sweep_dir
 from raysweep.tune.matched_rate.plan import (
@@ -79,6 +80,8 @@ def build_callbacks(sweep: SweepConfig, sweep_dir: str) -> list[Any]:
             return [download_outputs(uri, driver_outputs_dir(sweep.name, trial.trial_id))]
 
     return [
+        # First: on SIGTERM it ends Tune's loop so the experiment state is saved (tune.graceful).
+        StopAtCheckpoint(grace_seconds()),
         mlflow_callback(
             root, name, tracking_uri=sweep.tracking.uri, experiment=sweep.tracking.experiment,
             params_fn=flat_trial_params, sweep_config=sweep.model_dump(mode="json"), output_dirs_fn=output_dirs_fn,
@@ -139,10 +142,13 @@ def plan_for(sweep: SweepConfig) -> ResourcePlan:
     return plan_resources(sweep.resources, nodes)
 
 
-def start_ray_for(sweep: SweepConfig, address: str | None) -> ResourcePlan:
-    """Reject an impossible plan, an unreachable tracking server or cluster and a missing data folder
-    before starting Ray, start (or join) Ray, plan on its nodes."""
+def start_ray_for(sweep: SweepConfig, address: str | None, sweep_dir: str | None = None) -> ResourcePlan:
+    """Reject an impossible plan, an unreachable tracking server or cluster, a missing data folder
+    and (given the `sweep_dir`) a SQLite tracking store on a network filesystem before starting
+    Ray, start (or join) Ray, plan on its nodes."""
     check_sweep_inputs(sweep, address)
+    if sweep_dir is not None:
+        check_tracking_store(sweep, sweep_dir)
     if address is None:
         plan_for(sweep)
     console.quiet_driver()
@@ -193,7 +199,7 @@ def run_sweep(
             "--name or --storage"
         )
     scheduler = build_scheduler(sweep.search, expanded)
-    plan = start_ray_for(sweep, address)
+    plan = start_ray_for(sweep, address, sweep_dir)
     write_text(f"{sweep_dir}/{SWEEP_FILE}", dump_sweep(sweep))
     search = sweep.search
     reporter, console_callbacks = console_for(sweep, expanded, verbose)
@@ -229,7 +235,7 @@ def run_sweep(
     )
     tuner = tune.Tuner(build_trainable(sweep, sweep_dir, plan), param_space=_param_space(sweep, expanded),
                        tune_config=tune_config, run_config=run_config)
-    return finish_sweep(tuner.fit(), sweep, expanded, sweep_dir)
+    return finish_sweep(fit_gracefully(tuner, all_callbacks), sweep, expanded, sweep_dir)
 
 
 def resume_sweep(
@@ -244,20 +250,29 @@ def resume_sweep(
     sweep = load_sweep_dir(sweep_dir)
     expanded = expand_sweep(sweep)
     check_trial_checkpoints(sweep_dir)
-    plan = start_ray_for(sweep, address)
+    plan = start_ray_for(sweep, address, sweep_dir)
     if not tune.Tuner.can_restore(sweep_dir):
         raise RaysweepError(f"{sweep_dir}: no Tune experiment state to resume (the sweep never started?)")
     tuner = tune.Tuner.restore(sweep_dir, trainable=build_trainable(sweep, sweep_dir, plan),
                                param_space=_param_space(sweep, expanded), resume_unfinished=True, resume_errored=True)
     # Callbacks are not carried over from the interrupted run: build them again, as for a new sweep.
     reporter, console_callbacks = console_for(sweep, expanded, verbose)
-    ray_shim.set_restored_run_config(
-        tuner, [*build_callbacks(sweep, sweep_dir), *console_callbacks, *(callbacks or [])], verbose, reporter)
+    all_callbacks = [*build_callbacks(sweep, sweep_dir), *console_callbacks, *(callbacks or [])]
+    ray_shim.set_restored_run_config(tuner, all_callbacks, verbose, reporter)
     print(f"raysweep: resuming sweep {sweep.name} in {sweep_dir}", flush=True)
     # A grown sweep's newest experiment runs only the trials `raysweep extend` added (tune.growth).
-    outcome = finish_sweep(tuner.fit(), sweep, newest_experiment_cells(sweep_dir, expanded), sweep_dir)
+    outcome = finish_sweep(fit_gracefully(tuner, all_callbacks), sweep, newest_experiment_cells(sweep_dir, expanded),
+                           sweep_dir)
     backfill_tracking(sweep_dir)
     return outcome
+
+
+def fit_gracefully(tuner: Any, callbacks: list[Any]) -> Any:
+    """``tuner.fit()`` with SIGTERM stopping the trials at their next checkpoint and saving Tune's
+    experiment state before the caller's SIGTERM handler runs (:mod:`raysweep.tune.graceful`)."""
+    stopper = next(c for c in callbacks if isinstance(c, StopAtCheckpoint))
+    with stop_gracefully_on_sigterm(stopper):
+        return tuner.fit()
 
 
 def finish_sweep(results: Any, sweep: SweepConfig, expanded: ExpandedSweep, sweep_dir: str) -> SweepOutcome:

@@ -64,3 +64,26 @@ def test_a_restored_tuner_runs_with_new_callbacks_and_verbosity(ray_address: str
     ray_shim.set_restored_run_config(restored, [seen], 0, reporter)
     again = restored.fit()
     assert again.num_errors == 0 and seen.completed == [2]  # the new callback saw the rerun trial
+
+
+
+def test_only_the_running_fits_tune_handler_counts() -> None:
+    """Tune leaves its SIGUSR1 handler installed after its loop ends; around the next fit, before
+    that fit's loop installs its own, no handler counts (a stale one would swallow a SIGTERM stop),
+    and the handler of before is back afterwards when no Tune loop replaced it."""
+    import signal
+
+    from raysweep.tune.graceful import StopAtCheckpoint, stop_gracefully_on_sigterm
+
+    def signal_interrupt_tune_run(sig: int, frame: object) -> None:  # as tune.tune names its handler
+        raise AssertionError("a stale handler was called")
+
+    original = signal.signal(signal.SIGUSR1, signal_interrupt_tune_run)
+    try:
+        assert ray_shim.tune_interrupt_handler() is signal_interrupt_tune_run
+        with stop_gracefully_on_sigterm(StopAtCheckpoint(0)):
+            assert ray_shim.tune_interrupt_handler() is None
+            assert StopAtCheckpoint(0).arm() is False  # SIGTERM here goes to the caller's handler
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGUSR1, original)
