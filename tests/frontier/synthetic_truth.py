@@ -73,14 +73,16 @@ def more_seeds(rng: np.random.Generator, draws: int, first_seed: int, seeds: int
 
 def frontier_runs(rng: np.random.Generator, draws: int, seeds: int, shift: float, spread: float = 0.3,
                   seed_sd: float = SEED_SD, residual_sd: float = RESIDUAL_SD,
-                  log_d_seed_sd: float = 0.1, log_d_noise: float = 0.05) -> pd.DataFrame:
-    """`draws` sweeps of `seeds` seeds x lambda {0, 0.5} x 3 betas whose true frontier shift is `shift`."""
+                  log_d_seed_sd: float = 0.1, log_d_noise: float = 0.05, shift_sd: float = 0.0) -> pd.DataFrame:
+    """`draws` sweeps of `seeds` seeds x lambda {0, 0.5} x 3 betas whose true mean frontier shift is
+    `shift`; each seed's own shift differs from it by N(0, shift_sd^2) (the seed x lambda interaction)."""
     d, s, lam, b = (a.ravel() for a in np.meshgrid(np.arange(draws), np.arange(seeds), np.array([0.0, 0.5]),
                                                    np.arange(len(BETAS)), indexing="ij"))
     log_mse = (BASE_LOG_MSE[b] + spread * (lam > 0) + rng.normal(0.0, log_d_seed_sd, (draws, seeds))[d, s]
                + rng.normal(0.0, log_d_noise, len(d)))
     curve = 10.0 - 4.0 * log_mse + 0.5 * log_mse**2
-    rate = curve + shift * (lam > 0) + rng.normal(0.0, seed_sd, (draws, seeds))[d, s] + rng.normal(0.0, residual_sd, len(d))
+    own = shift + (rng.normal(0.0, shift_sd, (draws, seeds))[d, s] if shift_sd > 0 else 0.0)
+    rate = curve + own * (lam > 0) + rng.normal(0.0, seed_sd, (draws, seeds))[d, s] + rng.normal(0.0, residual_sd, len(d))
     return _frame(d, s, lam, BETAS[b], rate, log_mse)
 
 
@@ -126,15 +128,16 @@ def slope_decisions(rng: np.random.Generator, draws: int, seeds: int, slope: flo
     return out
 
 
-def shift_decisions(rng: np.random.Generator, draws: int, seeds: int, shift: float,
-                    margin: float = 1.0, min_overlap: float = 0.35, spread: float = 0.3) -> list[tuple[str, float, float]]:
+def shift_decisions(rng: np.random.Generator, draws: int, seeds: int, shift: float, margin: float = 1.0,
+                    min_overlap: float = 0.35, spread: float = 0.3,
+                    shift_sd: float = 0.0) -> list[tuple[str, float, float]]:
     """(verdict, low, high) of the product's paired shift on `draws` sweeps of :func:`frontier_runs`
     (each seed's PCHIP shift, then the paired t interval), straight from arrays; seeds whose curves
     overlap too little are left out, and a draw with fewer than 2 seeds left is ``withheld``."""
     from raysweep.frontier import claims as C
     from raysweep.frontier import statistics as S
 
-    frame = frontier_runs(rng, draws, seeds, shift, spread=spread)
+    frame = frontier_runs(rng, draws, seeds, shift, spread=spread, shift_sd=shift_sd)
     beta, rate, mse = (frame[c].to_numpy(dtype=float) for c in ("beta", "rate", "mse"))
     per_seed = 2 * len(BETAS)
     out = []
