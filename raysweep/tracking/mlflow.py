@@ -54,8 +54,8 @@ from typing import Any
 from ray import tune
 
 from raysweep.errors import RaysweepError
-from raysweep.names import WITHHELD
-from raysweep.storage import is_uri, local_path, parent_run_key
+from raysweep.names import FINAL_SUMMARY, TRIAL_CONFIG, WITHHELD
+from raysweep.storage import SWEEP_FILE, is_uri, local_path, parent_run_key
 from raysweep.tracking import store
 from raysweep.tracking.journal import Journal, journal_path
 from raysweep.tracking.results import (
@@ -314,12 +314,12 @@ class MlflowTrackingCallback(tune.Callback):
                       STATUS_TAG: "running"},
             )
             if self.sweep_config is not None:
-                self.client.log_dict(parent.info.run_id, self.sweep_config, "sweep.yaml")
+                self.client.log_dict(parent.info.run_id, self.sweep_config, SWEEP_FILE)
         else:
             self.client.update_run(parent.info.run_id, status="RUNNING")
             self.client.set_tag(parent.info.run_id, STATUS_TAG, "running")
             if self.sweep_config is not None:  # `raysweep extend` grew the sweep: the parent shows it as it is now
-                self.client.log_dict(parent.info.run_id, self.sweep_config, "sweep.yaml")
+                self.client.log_dict(parent.info.run_id, self.sweep_config, SWEEP_FILE)
         self.parent_run_id = parent.info.run_id
         return self.parent_run_id
 
@@ -363,7 +363,7 @@ class MlflowTrackingCallback(tune.Callback):
             return
         from mlflow.entities import Param
 
-        from_file = read_yaml_params(find_files(folders, ("config.yaml",)).get("config.yaml"))
+        from_file = read_yaml_params(find_files(folders, (TRIAL_CONFIG,)).get(TRIAL_CONFIG))
         params = {**self._params(trial), **from_file}
         run = self.client.get_run(run_id)
         missing = [Param(k, param_text(v)) for k, v in params.items() if k not in run.data.params]
@@ -510,9 +510,9 @@ class MlflowTrackingCallback(tune.Callback):
             if error:
                 status = "error"
             else:
-                params = {**self._params(trial), **read_yaml_params(found.get("config.yaml"))}
+                params = {**self._params(trial), **read_yaml_params(found.get(TRIAL_CONFIG))}
                 status = trial_status(
-                    read_json(found.get("final.json")), getattr(trial, "last_result", None) or {}, params,
+                    read_json(found.get(FINAL_SUMMARY)), getattr(trial, "last_result", None) or {}, params,
                     run_id in self._stopped,
                 )
         self.client.set_tag(run_id, STATUS_TAG, status)

@@ -44,7 +44,7 @@ from typing import Any
 
 from raysweep import storage
 from raysweep.errors import RaysweepError
-from raysweep.names import WITHHELD
+from raysweep.names import FINAL_SUMMARY, METRICS_LOG, TRIAL_CONFIG, WITHHELD
 from raysweep.tracking import journal, store
 from raysweep.tracking.results import (
     ARTIFACT_FILES,
@@ -248,11 +248,11 @@ def read_trials(sweep_dir: str, sweep_name: str, flat_params: FlatParams | None 
         except ValueError:
             config = {}
         folders = _output_folders(sweep_dir, sweep_name, name)
-        found = find_files(folders, ("config.yaml", "metrics.jsonl"))
-        params = {**_flat_params(config if isinstance(config, dict) else {}, flat_params), **read_yaml_params(found.get("config.yaml"))}
+        found = find_files(folders, (TRIAL_CONFIG, METRICS_LOG))
+        params = {**_flat_params(config if isinstance(config, dict) else {}, flat_params), **read_yaml_params(found.get(TRIAL_CONFIG))}
         results = _json_lines(_read(f"{trial_dir}/{TUNE_RESULTS}"))
-        if "metrics.jsonl" in found:
-            results = _with_loop_validations(results, found["metrics.jsonl"])
+        if METRICS_LOG in found:
+            results = _with_loop_validations(results, found[METRICS_LOG])
         records.append(TrialRecord(name, params, results, folders, statuses.get(name), failures.get(name, 0)))
     return records
 
@@ -281,7 +281,7 @@ class _Syncer:
             self.experiment_id, run_name=sweep_name,
             tags={ROLE_TAG: ROLE_SWEEP, SWEEP_TAG: sweep_name, STORAGE_TAG: key, STATUS_TAG: "running"},
         )
-        self.client.log_dict(parent.info.run_id, sweep_config, "sweep.yaml")
+        self.client.log_dict(parent.info.run_id, sweep_config, storage.SWEEP_FILE)
         self.report.runs_created += 1
         return self.client.get_run(parent.info.run_id)
 
@@ -348,7 +348,7 @@ class _Syncer:
         if error:
             status = "error"
         else:
-            final = read_json(find_files(trial.folders, ("final.json",)).get("final.json"))
+            final = read_json(find_files(trial.folders, (FINAL_SUMMARY,)).get(FINAL_SUMMARY))
             last = max(trial.results, key=result_step) if trial.results else {}
             status = trial_status(final, last, trial.params, stopped_by_tune=final is None)
         if current != status:
@@ -446,7 +446,7 @@ def sync_sweep(sweep_dir: str, sweep: SweepRecord, tracking_uri: str | None = No
             syncer.metrics(run, trial.results)
             syncer.failures(run, trial)
             ended = trial.tune_status in _ENDED or (
-                trial.tune_status is None and "final.json" in find_files(trial.folders, ("final.json",)))
+                trial.tune_status is None and FINAL_SUMMARY in find_files(trial.folders, (FINAL_SUMMARY,)))
             if not ended:
                 report.not_ended.append(trial.trial_id)
                 continue

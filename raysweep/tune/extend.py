@@ -210,5 +210,5 @@ def record_claims_ledger(sweep_dir: str, values: dict[str, float | int]) -> Swee
     if experiment is not None:
         parent = store.find_parent_run(client, experiment.experiment_id, name, sweep_dir)
         if parent is not None:
-            client.log_dict(parent.info.run_id, sweep.model_dump(mode="json"), "sweep.yaml")
+            client.log_dict(parent.info.run_id, sweep.model_dump(mode="json"), storage.SWEEP_FILE)
     return sweep
