@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from raysweep.errors import RaysweepError
-from raysweep.names import CLAIM_SPECS
+from raysweep.names import CLAIM_SPECS, FINAL_KEYS, FINAL_SUMMARY, METRICS_LOG, TRIAL_CONFIG
 
 if TYPE_CHECKING:
     from raysweep.tune.summary import SweepOutcome
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one VAE from a trial YAML (or a sweep YAML's trial block), no Ray")
     p.add_argument("config", type=Path, help="trial or sweep YAML")
-    p.add_argument("--out", type=Path, required=True, help="output directory (metrics.jsonl, final.json, checkpoints/)")
+    p.add_argument("--out", type=Path, required=True, help=f"output directory ({METRICS_LOG}, {FINAL_SUMMARY}, checkpoints/)")
     _add_set(p)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--workers", type=int, default=1, help="local DDP processes (gloo on CPU, NCCL on GPUs)")
@@ -222,7 +222,7 @@ def _check_out_dir(out: Path, resume: bool) -> Path | None:
             print(f"raysweep: skipping damaged checkpoint {path} ({problem}); resuming from {good.name}",
                   file=sys.stderr)
         return good
-    if latest is not None or (out / "final.json").exists():
+    if latest is not None or (out / FINAL_SUMMARY).exists():
         raise RaysweepError(
             f"--out {out} already holds a run: pass --resume to continue it, or choose another --out"
         )
@@ -232,7 +232,7 @@ def _check_out_dir(out: Path, resume: bool) -> Path | None:
 def _check_same_config(cfg_dict: dict, out: Path) -> None:
     from raysweep.config import TrialConfig, flatten, read_yaml
 
-    saved_file = out / "config.yaml"
+    saved_file = out / TRIAL_CONFIG
     if not saved_file.is_file():
         return
     saved = flatten(read_yaml(saved_file))
@@ -247,7 +247,7 @@ def _check_same_config(cfg_dict: dict, out: Path) -> None:
     if changed:
         raise RaysweepError(
             f"--resume: the config differs from the one {out} started with at {', '.join(changed)}: "
-            "resume with the same config (see its config.yaml) or start a new --out"
+            f"resume with the same config (see its {TRIAL_CONFIG}) or start a new --out"
         )
 
 
@@ -276,9 +276,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from raysweep.train.launch import launch_local_ddp
 
         launch_local_ddp(cfg, out, args.workers, resume_from=resume_from, progress=progress)
-        final = json.loads((out / "final.json").read_text())
-    summary = {k: final.get(k) for k in ("status", "step", "rate", "distortion_sse", "mse", "psnr", "anisotropy",
-                                          "aggregated_anisotropy", "active_units", "beta")}
+        final = json.loads((out / FINAL_SUMMARY).read_text())
+    summary = {k: final.get(k) for k in ("status", "step", *FINAL_KEYS)}
     print(json.dumps(summary))
     print(f"raysweep: {final['status']}; outputs in {out}", file=sys.stderr)
     if final["status"] == "diverged":

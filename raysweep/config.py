@@ -12,6 +12,7 @@ block holds them; :func:`load_trial_config` accepts both.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -298,15 +299,68 @@ def validate_model(model: type[StrictModel], raw: Any, prefix: str = "") -> Any:
 
 
 # ---------------------------------------------------------------------------- dotted overrides
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict -> dotted keys. Lists and scalars are leaves."""
+def spelling(parts: list[str]) -> str:
+    """How a key was written, from the keys on its path: ``objective.beta`` (one dotted key) or
+    ``objective: {beta}`` (nested)."""
+    if len(parts) == 1:
+        return parts[0]
+    return parts[0] + "".join(": {" + p for p in parts[1:]) + "}" * (len(parts) - 1)
+
+
+def flatten(
+    tree: Mapping[str, Any], prefix: str = "", *, where: str | None = None, private: bool = True,
+    empty_blocks: bool = True,
+) -> dict[str, Any]:
+    """Nested (and/or already dotted) keys -> dotted keys; lists and scalars are leaves.
+
+    The one flattener of the package: trial configs, sweep axes, Tune configs and the params a
+    tracker logs all go through it, so ``objective: {beta}`` and ``objective.beta`` mean one key
+    everywhere.
+
+    Args:
+        where: refuse a key given twice: a sweep file may spell a key nested or dotted, and taking
+            one of two spellings by file order would drop the other without a word. With `where`
+            set, a key given twice with values that cannot both hold (two different values, or a
+            block beside a key inside it) raises; the message starts with `where` and names both
+            spellings. The same value twice is accepted (the first spelling is kept). Without it,
+            a later spelling simply overwrites an earlier one.
+        private: keep keys starting with ``_`` (at any depth). ``False`` leaves them out: a Tune
+            config's private keys belong to the trainable, not to the trial's params.
+        empty_blocks: an empty mapping is a leaf (``True``) or contributes nothing (``False``, as
+            a tracker's params: MLflow has no value to log for it).
+
+    Raises:
+        RaysweepError: with `where` set, a key given twice in two spellings that cannot both hold.
+    """
     out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, dotted + "."))
-        else:
-            out[dotted] = value
+    written: dict[str, str] = {}
+
+    def walk(node: Mapping[str, Any], parts: list[str], dotted_prefix: str) -> None:
+        for key, value in node.items():
+            if not private and str(key).startswith("_"):
+                continue
+            dotted, path = f"{dotted_prefix}{key}", [*parts, str(key)]
+            if isinstance(value, Mapping) and (value or not empty_blocks):
+                walk(value, path, dotted + ".")
+                continue
+            if where is None:
+                out[dotted] = value
+                continue
+            if dotted in out and out[dotted] != value:
+                raise RaysweepError(
+                    f"{where}: {dotted} is given twice, as {written[dotted]} ({out[dotted]!r}) and as "
+                    f"{spelling(path)} ({value!r}): give it once")
+            out.setdefault(dotted, value)
+            written.setdefault(dotted, spelling(path))
+
+    walk(tree, [], prefix)
+    if where is not None:
+        for key in out:
+            inner = next((k for k in out if k.startswith(key + ".")), None)
+            if inner is not None:
+                raise RaysweepError(
+                    f"{where}: {written[key]} sets the block {key} and {written[inner]} sets {inner} inside it: "
+                    "give the keys inside the block, or the block alone")
     return out
 
 

@@ -86,6 +86,9 @@ TRIAL_CONFIG = "config.yaml"  # the validated trial configuration
 VARIANCE_PROFILE_CSV = "variance_profile.csv"
 VARIANCE_PROFILE_PNG = "variance_profile.png"
 RECONSTRUCTIONS = "reconstructions.png"
+#: The metrics a trial's final summary always holds (NaN when never measured, null when withheld),
+#: in the order the CLI's train summary prints them.
+FINAL_KEYS = (RATE, DISTORTION_SSE, MSE, PSNR, ANISOTROPY, AGGREGATED_ANISOTROPY, ACTIVE_UNITS, BETA)
 #: What a trial's MLflow child run carries as artifacts.
 TRIAL_ARTIFACTS = (FINAL_SUMMARY, TRIAL_CONFIG, METRICS_LOG, RECONSTRUCTIONS, VARIANCE_PROFILE_CSV,
                    VARIANCE_PROFILE_PNG)

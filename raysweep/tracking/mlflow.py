@@ -37,35 +37,26 @@ Statuses (tag ``raysweep.status``): ``running``, ``retrying`` (failed, Tune will
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import logging
 import math
-import pickle
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import redirect_stdout
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
 from raysweep.errors import RaysweepError
-from raysweep.names import WITHHELD
+from raysweep.names import FINAL_SUMMARY, TRIAL_CONFIG, WITHHELD
 from raysweep.storage import is_uri, local_path, parent_run_key
-from raysweep.tracking import store
+from raysweep.tracking import runs, store
 from raysweep.tracking.journal import Journal, journal_path
 from raysweep.tracking.results import (
     ARTIFACT_FILES,
-    MLFLOW_STATUS,
     find_files,
     flatten_params,
     local_trial_dirs,
-    numeric_metrics,
-    param_text,
     read_json,
     read_yaml_params,
     result_step,
@@ -73,17 +64,9 @@ from raysweep.tracking.results import (
     trial_status,
 )
 from raysweep.tracking.store import (
-    CONFIG_TAGS,
-    PARENT_TAG,
-    ROLE_SWEEP,
-    ROLE_TAG,
-    ROLE_TRIAL,
     STATUS_TAG,
-    STORAGE_TAG,
-    SWEEP_TAG,
-    TRIAL_ID_TAG,
-    WITHHELD_TAG,
 )
+from raysweep.tracking.trial_view import TrialView, view_from_record, view_of
 from raysweep.tracking.writer import Job, TrackingWriter
 
 __all__ = ["ARTIFACT_FILES", "MlflowTrackingCallback", "TrackingWriter", "flatten_params", "mlflow_callback"]
@@ -99,49 +82,6 @@ RunNameFn = Callable[[str, Mapping[str, Any]], str]
 
 #: Default of ``tracking.drain_timeout_s``: how long the end of a sweep waits for queued tracking.
 DRAIN_TIMEOUT_S = 300.0
-
-
-@dataclass
-class TrialView:
-    """What the tracking writer needs of a Tune trial, copied when a hook fires: Tune's trial
-    object keeps changing on Tune's thread while the writer works through its queue on its own."""
-
-    trial_id: str
-    name: str
-    config: dict[str, Any]
-    local_path: str | None = None
-    path: str | None = None
-    last_result: dict[str, Any] = field(default_factory=dict)
-    checkpoint: Any = None
-    num_failures: Any = ""
-
-    def __str__(self) -> str:
-        return self.name
-
-    def to_record(self) -> dict[str, Any]:
-        """This view as JSON for the journal (:func:`view_from_record` reads it back); the
-        checkpoint, a Ray object, as its pickle in base64."""
-        checkpoint = None
-        if self.checkpoint is not None:
-            try:
-                checkpoint = base64.b64encode(pickle.dumps(self.checkpoint)).decode()
-            except Exception:  # noqa: BLE001 - without it the trial's own folders are still searched
-                checkpoint = None
-        return {"trial_id": self.trial_id, "name": self.name, "config": self.config, "local_path": self.local_path,
-                "path": self.path, "last_result": self.last_result, "checkpoint": checkpoint,
-                "num_failures": self.num_failures}
-
-
-def view_from_record(record: dict[str, Any]) -> TrialView:
-    """The :class:`TrialView` of :meth:`TrialView.to_record`."""
-    checkpoint = record.get("checkpoint")
-    return TrialView(
-        trial_id=str(record["trial_id"]), name=str(record.get("name", record["trial_id"])),
-        config=dict(record.get("config") or {}), local_path=record.get("local_path"), path=record.get("path"),
-        last_result=dict(record.get("last_result") or {}),
-        checkpoint=pickle.loads(base64.b64decode(checkpoint)) if checkpoint else None,  # noqa: S301 - our own file
-        num_failures=record.get("num_failures", ""),
-    )
 
 
 class MlflowTrackingCallback(tune.Callback):
@@ -259,7 +199,7 @@ class MlflowTrackingCallback(tune.Callback):
         JSON) from which :meth:`_rebuild` makes it again after a spill; a failure here is logged,
         never raised."""
         try:
-            view = self.view(trial)
+            view = view_of(trial)
         except Exception:  # noqa: BLE001 - a tracking failure must not kill the sweep's trials
             self.errors += 1
             logger.exception("raysweep tracking: %s of trial %s not queued", what, getattr(trial, "trial_id", trial))
@@ -284,42 +224,14 @@ class MlflowTrackingCallback(tune.Callback):
             return lambda: self._close(view, error=bool(record["error"]))
         raise ValueError(f"unknown tracking job kind {kind!r}")
 
-    def view(self, trial: Any) -> TrialView:
-        """The :class:`TrialView` of a Tune trial now."""
-        if isinstance(trial, TrialView):
-            return trial
-
-        def attribute(name: str) -> Any:
-            try:
-                return getattr(trial, name)
-            except Exception:  # noqa: BLE001 - Tune raises when a trial has no storage yet
-                return None
-
-        return TrialView(
-            trial_id=str(trial.trial_id), name=str(trial), config=dict(attribute("config") or {}),
-            local_path=attribute("local_path"), path=attribute("path"),
-            last_result=dict(attribute("last_result") or {}), checkpoint=attribute("checkpoint"),
-            num_failures=attribute("num_failures"),
-        )
-
     def _ensure_parent(self) -> str:
         if self.parent_run_id is not None and self.experiment_id is not None:
             return self.parent_run_id
         self.experiment_id = store.get_or_create_experiment(self.client, self.experiment)
-        parent = store.find_parent_run(self.client, self.experiment_id, self.sweep_name, self.storage_path)
-        if parent is None:
-            parent = self.client.create_run(
-                self.experiment_id, run_name=self.sweep_name,
-                tags={ROLE_TAG: ROLE_SWEEP, SWEEP_TAG: self.sweep_name, STORAGE_TAG: self.storage_path,
-                      STATUS_TAG: "running"},
-            )
-            if self.sweep_config is not None:
-                self.client.log_dict(parent.info.run_id, self.sweep_config, "sweep.yaml")
-        else:
-            self.client.update_run(parent.info.run_id, status="RUNNING")
-            self.client.set_tag(parent.info.run_id, STATUS_TAG, "running")
-            if self.sweep_config is not None:  # `raysweep extend` grew the sweep: the parent shows it as it is now
-                self.client.log_dict(parent.info.run_id, self.sweep_config, "sweep.yaml")
+        parent, created = runs.find_or_create_parent(
+            self.client, self.experiment_id, self.sweep_name, self.storage_path, self.sweep_config)
+        if not created:  # a resumed sweep; the sweep as it is now (`raysweep extend` may have grown it)
+            runs.reopen_parent(self.client, parent.info.run_id, self.sweep_config)
         self.parent_run_id = parent.info.run_id
         return self.parent_run_id
 
@@ -330,20 +242,13 @@ class MlflowTrackingCallback(tune.Callback):
         if trial_id in self._runs:
             return self._runs[trial_id]
         parent = self._ensure_parent()
-        existing = store.find_child_run(self.client, self.experiment_id, parent, trial_id)
-        if existing is not None:
-            run_id = existing.info.run_id
-            last = existing.data.metrics.get("step")  # the latest value = the highest step logged
-            if last is not None:
-                self._last_step[run_id] = max(self._last_step.get(run_id, -math.inf), last)
-        else:
-            tags = {
-                PARENT_TAG: parent, ROLE_TAG: ROLE_TRIAL, TRIAL_ID_TAG: trial_id, SWEEP_TAG: self.sweep_name,
-                STATUS_TAG: "running",
-            }
-            name = self.run_name_fn(trial_id, trial.config) if self.run_name_fn is not None else str(trial)
-            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-            run_id = run.info.run_id
+        run, created = runs.find_or_create_child(
+            self.client, self.experiment_id, parent, self.sweep_name, trial_id,
+            lambda: self.run_name_fn(trial_id, trial.config) if self.run_name_fn is not None else str(trial))
+        run_id = run.info.run_id
+        last = None if created else run.data.metrics.get("step")  # the latest value = the highest step logged
+        if last is not None:
+            self._last_step[run_id] = max(self._last_step.get(run_id, -math.inf), last)
         self._runs[trial_id] = run_id
         return run_id
 
@@ -361,17 +266,9 @@ class MlflowTrackingCallback(tune.Callback):
         (MLflow params are immutable); the dataset, loss and model tags are set from them."""
         if run_id in self._params_full:
             return
-        from mlflow.entities import Param
-
-        from_file = read_yaml_params(find_files(folders, ("config.yaml",)).get("config.yaml"))
+        from_file = read_yaml_params(find_files(folders, (TRIAL_CONFIG,)).get(TRIAL_CONFIG))
         params = {**self._params(trial), **from_file}
-        run = self.client.get_run(run_id)
-        missing = [Param(k, param_text(v)) for k, v in params.items() if k not in run.data.params]
-        for start in range(0, len(missing), _BATCH_PARAMS):
-            self.client.log_batch(run_id, params=missing[start : start + _BATCH_PARAMS])
-        for tag, key in CONFIG_TAGS:
-            if not run.data.tags.get(tag) and params.get(key) is not None:
-                self.client.set_tag(run_id, tag, str(params[key]))
+        runs.log_params(self.client, self.client.get_run(run_id), params)
         self._params_tried.add(run_id)
         if from_file:
             self._params_full.add(run_id)
@@ -411,8 +308,6 @@ class MlflowTrackingCallback(tune.Callback):
     def log_result(self, trial: Any, result: Mapping[str, Any], timestamp_ms: int | None = None) -> bool:
         """Log one result (with `timestamp_ms`, when it was reported; default now); returns False
         when its step was logged before and it was skipped."""
-        from mlflow.entities import Metric
-
         run_id = self.run_id_for(trial)
         if run_id not in self._params_tried:  # the trainer wrote config.yaml before its first report
             self.sync_params(trial, run_id, local_trial_dirs(trial, self._extra_dirs(trial)))
@@ -425,18 +320,13 @@ class MlflowTrackingCallback(tune.Callback):
             logger.debug("trial %s: step %d already logged; skipped", trial.trial_id, step)
             return False
         now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-        values = numeric_metrics(result)
-        values["step"] = float(step)
-        metrics = [Metric(key, value, now, step) for key, value in values.items()]
-        for start in range(0, len(metrics), _BATCH_METRICS):
-            self.client.log_batch(run_id, metrics=metrics[start : start + _BATCH_METRICS])
+        runs.log_metrics(self.client, run_id, runs.result_metrics(result, step, now))
         withheld = result.get(WITHHELD)
         if isinstance(withheld, Mapping) or self._withheld_tagged.get(run_id):
             # Metrics left out as unsound are absent from the metrics; the reason goes in a tag
             # that always describes the latest validation.
-            reasons = dict(withheld) if isinstance(withheld, Mapping) else {}
-            self.client.set_tag(run_id, WITHHELD_TAG, json.dumps(reasons, sort_keys=True))
-            self._withheld_tagged[run_id] = bool(reasons)
+            runs.set_withheld(self.client, run_id, withheld)
+            self._withheld_tagged[run_id] = isinstance(withheld, Mapping) and bool(withheld)
         self._last_step[run_id] = step
         return True
 
@@ -447,7 +337,7 @@ class MlflowTrackingCallback(tune.Callback):
     def _recover(self, trial: TrialView) -> None:
         run_id = self.run_id_for(trial)
         self.client.set_tag(run_id, STATUS_TAG, "retrying")
-        self.client.set_tag(run_id, "raysweep.failures", str(trial.num_failures if trial.num_failures is not None else ""))
+        runs.set_failures(self.client, run_id, trial.num_failures)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Finished, diverged or stopped early: status tag, artifacts, run terminated."""
@@ -472,23 +362,7 @@ class MlflowTrackingCallback(tune.Callback):
     def _close_parent(self) -> None:
         if self.parent_run_id is None:
             return
-        children = store.search_all(
-            self.client, [self.experiment_id], f"tags.`{PARENT_TAG}` = {store.quote(self.parent_run_id)}"
-        )
-        counts: dict[str, int] = {}
-        for run in children:
-            status = run.data.tags.get(STATUS_TAG, "unknown")
-            counts[status] = counts.get(status, 0) + 1
-        # Counts of an earlier run of this sweep (before a resume) that no longer apply go.
-        for key in self.client.get_run(self.parent_run_id).data.tags:
-            if key.startswith("raysweep.trials.") and key.removeprefix("raysweep.trials.") not in counts:
-                self.client.delete_tag(self.parent_run_id, key)
-        for status, count in counts.items():
-            self.client.set_tag(self.parent_run_id, f"raysweep.trials.{status}", str(count))
-        self.client.set_tag(self.parent_run_id, "raysweep.trials", str(len(children)))
-        self.client.set_tag(self.parent_run_id, "raysweep.tracking_errors", str(self.errors))
-        self.client.set_tag(self.parent_run_id, STATUS_TAG, "finished")
-        self._terminate(self.parent_run_id, "FINISHED")
+        runs.close_parent(self.client, self.experiment_id, self.parent_run_id, self.errors)
 
     def _report_unsent(self, left: list[Job], spilled: int) -> None:
         """Say in one line what the writer journaled as unsent when the sweep ended."""
@@ -510,19 +384,12 @@ class MlflowTrackingCallback(tune.Callback):
             if error:
                 status = "error"
             else:
-                params = {**self._params(trial), **read_yaml_params(found.get("config.yaml"))}
+                params = {**self._params(trial), **read_yaml_params(found.get(TRIAL_CONFIG))}
                 status = trial_status(
-                    read_json(found.get("final.json")), getattr(trial, "last_result", None) or {}, params,
+                    read_json(found.get(FINAL_SUMMARY)), getattr(trial, "last_result", None) or {}, params,
                     run_id in self._stopped,
                 )
-        self.client.set_tag(run_id, STATUS_TAG, status)
-        self._terminate(run_id, MLFLOW_STATUS[status])
-
-    def _terminate(self, run_id: str, status: str) -> None:
-        # With a tracking server MlflowClient.set_terminated prints two "View run" lines per run
-        # to stdout; a sweep of hundreds of trials keeps its terminal for Tune's progress table.
-        with redirect_stdout(io.StringIO()):
-            self.client.set_terminated(run_id, status)
+        runs.end_trial(self.client, run_id, status)
 
 
 def mlflow_callback(

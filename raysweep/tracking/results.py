@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from raysweep.config import flatten
 from raysweep.names import TRIAL_ARTIFACTS
 from raysweep.storage import is_uri, local_path
 from raysweep.tracking.store import metric_name
@@ -27,29 +28,20 @@ MLFLOW_STATUS = {"finished": "FINISHED", "diverged": "FAILED", "error": "FAILED"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 
-def _walk(tree: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
-    for key, value in tree.items():
-        if str(key).startswith("_"):
-            continue
-        if isinstance(value, Mapping):
-            _walk(value, f"{prefix}{key}.", out)
-        else:
-            out[f"{prefix}{key}"] = value
-
-
 def flatten_params(config: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's Tune config as flat dotted keys (``loss.lambda_neural``, ``objective.beta``...).
 
     Accepts a nested trial mapping (as :meth:`TrialConfig.to_dict`), keys that are dotted already,
     or both: a base trial under ``trial`` with dotted search axes beside it, which win. Keys
-    starting with ``_`` are private to the trainable and left out.
+    starting with ``_`` are private to the trainable and left out; an empty mapping has no value
+    to log and is left out too.
     """
     flat: dict[str, Any] = {}
     base = config.get("trial")
     if isinstance(base, Mapping):
-        _walk(base, "", flat)
+        flat.update(flatten(base, private=False, empty_blocks=False))
         config = {k: v for k, v in config.items() if k != "trial"}
-    _walk(config, "", flat)
+    flat.update(flatten(config, private=False, empty_blocks=False))
     return flat
 
 

@@ -50,8 +50,19 @@ MODEL_TAG = "raysweep.model"
 # JSON {metric: reason} of the metrics the latest validation withheld as unsound (e.g. an
 # aggregated anisotropy from too few posterior means); "{}" when none.
 WITHHELD_TAG = "raysweep.withheld"
+FAILURES_TAG = "raysweep.failures"  # on a child: how often Tune retried the trial
+# On the parent: the count of its children, one count per status (raysweep.trials.<status>), and
+# the count of updates the store refused.
+TRIALS_TAG = "raysweep.trials"
+TRACKING_ERRORS_TAG = "raysweep.tracking_errors"
 ROLE_SWEEP = "sweep"
 ROLE_TRIAL = "trial"
+
+
+def trials_status_tag(status: str) -> str:
+    """The parent's tag counting its children of `status` (``""``: the prefix of every such tag)."""
+    return f"{TRIALS_TAG}.{status}"
+
 #: Tags of a child run set from its params: (tag, dotted trial key).
 CONFIG_TAGS = ((DATASET_TAG, "data.dataset"), (LOSS_TAG, "loss.neural"), (MODEL_TAG, "model.arch"))
 

@@ -33,53 +33,34 @@ tracking never failed changes nothing either.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Callable
-from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from raysweep import storage
 from raysweep.errors import RaysweepError
-from raysweep.names import WITHHELD
-from raysweep.tracking import journal, store
+from raysweep.names import FINAL_SUMMARY, METRICS_LOG, TRIAL_CONFIG, WITHHELD
+from raysweep.tracking import journal, runs, store
 from raysweep.tracking.results import (
     ARTIFACT_FILES,
-    MLFLOW_STATUS,
     OUTPUT_SUBDIRS,
     find_files,
-    numeric_metrics,
-    param_text,
     read_json,
     read_yaml_params,
     result_step,
     trial_status,
 )
-from raysweep.tracking.store import (
-    CONFIG_TAGS,
-    PARENT_TAG,
-    ROLE_SWEEP,
-    ROLE_TAG,
-    ROLE_TRIAL,
-    STATUS_TAG,
-    STORAGE_TAG,
-    SWEEP_TAG,
-    TRIAL_ID_TAG,
-    WITHHELD_TAG,
-)
+from raysweep.tracking.store import FAILURES_TAG, STATUS_TAG, WITHHELD_TAG
 
 #: Tune's per-trial files the backfill reads.
 TUNE_RESULTS = "result.json"
 TUNE_PARAMS = "params.json"
 TUNE_ERROR = "error.txt"
-FAILURES_TAG = "raysweep.failures"  # how often Tune retried the trial (the callback sets it on each retry)
-TRACKING_ERRORS_TAG = "raysweep.tracking_errors"  # on the parent: updates the store refused
 _ENDED = {"TERMINATED": False, "ERROR": True}  # Tune trial status -> ended in error
 _RUNNING_TAGS = ("", "running", "retrying", "unknown")
-_BATCH_METRICS, _BATCH_PARAMS = 1000, 100  # MLflow's log_batch limits
 
 
 @dataclass
@@ -248,11 +229,11 @@ def read_trials(sweep_dir: str, sweep_name: str, flat_params: FlatParams | None 
         except ValueError:
             config = {}
         folders = _output_folders(sweep_dir, sweep_name, name)
-        found = find_files(folders, ("config.yaml", "metrics.jsonl"))
-        params = {**_flat_params(config if isinstance(config, dict) else {}, flat_params), **read_yaml_params(found.get("config.yaml"))}
+        found = find_files(folders, (TRIAL_CONFIG, METRICS_LOG))
+        params = {**_flat_params(config if isinstance(config, dict) else {}, flat_params), **read_yaml_params(found.get(TRIAL_CONFIG))}
         results = _json_lines(_read(f"{trial_dir}/{TUNE_RESULTS}"))
-        if "metrics.jsonl" in found:
-            results = _with_loop_validations(results, found["metrics.jsonl"])
+        if METRICS_LOG in found:
+            results = _with_loop_validations(results, found[METRICS_LOG])
         records.append(TrialRecord(name, params, results, folders, statuses.get(name), failures.get(name, 0)))
     return records
 
@@ -269,46 +250,28 @@ class _Syncer:
             self.client.set_tag(run.info.run_id, key, value)
             self.report.tags += 1
 
-    def terminate(self, run_id: str, status: str) -> None:
-        with redirect_stdout(io.StringIO()):  # the client prints "View run" lines for a server
-            self.client.set_terminated(run_id, status)
-
     def parent(self, sweep_name: str, key: str, sweep_config: dict[str, Any]) -> Any:
-        parent = store.find_parent_run(self.client, self.experiment_id, sweep_name, key)
-        if parent is not None:
+        parent, created = runs.find_or_create_parent(self.client, self.experiment_id, sweep_name, key, sweep_config)
+        if not created:
             return parent
-        parent = self.client.create_run(
-            self.experiment_id, run_name=sweep_name,
-            tags={ROLE_TAG: ROLE_SWEEP, SWEEP_TAG: sweep_name, STORAGE_TAG: key, STATUS_TAG: "running"},
-        )
-        self.client.log_dict(parent.info.run_id, sweep_config, "sweep.yaml")
         self.report.runs_created += 1
         return self.client.get_run(parent.info.run_id)
 
     def child(self, existing: dict[str, Any], parent_id: str, sweep_name: str, trial_id: str,
               run_name: str | None = None) -> Any:
-        if trial_id in existing:
-            return existing[trial_id]
-        tags = {PARENT_TAG: parent_id, ROLE_TAG: ROLE_TRIAL, TRIAL_ID_TAG: trial_id, SWEEP_TAG: sweep_name,
-                STATUS_TAG: "running"}
-        run = self.client.create_run(self.experiment_id, run_name=run_name or trial_id, tags=tags)
+        run, created = runs.find_or_create_child(
+            self.client, self.experiment_id, parent_id, sweep_name, trial_id, lambda: run_name or trial_id, existing)
+        if not created:
+            return run
         self.report.runs_created += 1
         return self.client.get_run(run.info.run_id)
 
     def params(self, run: Any, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        missing = [Param(k, param_text(v)) for k, v in params.items() if k not in run.data.params]
-        for start in range(0, len(missing), _BATCH_PARAMS):
-            self.client.log_batch(run.info.run_id, params=missing[start : start + _BATCH_PARAMS])
-        self.report.params += len(missing)
-        for tag, key in CONFIG_TAGS:
-            if not run.data.tags.get(tag) and params.get(key) is not None:
-                self.set_tag(run, tag, str(params[key]))
+        logged, tagged = runs.log_params(self.client, run, params)
+        self.report.params += logged
+        self.report.tags += tagged
 
     def metrics(self, run: Any, results: list[dict[str, Any]]) -> None:
-        from mlflow.entities import Metric
-
         run_id = run.info.run_id
         logged = {int(m.step) for m in self.client.get_metric_history(run_id, "step")}
         metrics: list[Any] = []
@@ -319,19 +282,15 @@ class _Syncer:
             logged.add(step)  # the first result of a step is the one kept, as the callback keeps it
             stamp = result.get("timestamp")
             millis = int(float(stamp) * 1000) if isinstance(stamp, int | float) and math.isfinite(stamp) else 0
-            values = numeric_metrics(result)
-            values["step"] = float(step)
-            metrics.extend(Metric(key, value, millis, step) for key, value in values.items())
+            metrics.extend(runs.result_metrics(result, step, millis))
             self.report.steps += 1
-        for start in range(0, len(metrics), _BATCH_METRICS):
-            self.client.log_batch(run_id, metrics=metrics[start : start + _BATCH_METRICS])
+        runs.log_metrics(self.client, run_id, metrics)
         if results:
             latest = max(results, key=result_step)
             withheld = latest.get(WITHHELD)
             if isinstance(withheld, dict) or WITHHELD_TAG in run.data.tags or any(
                     isinstance(r.get(WITHHELD), dict) for r in results):
-                reasons = withheld if isinstance(withheld, dict) else {}
-                self.set_tag(run, WITHHELD_TAG, json.dumps(reasons, sort_keys=True))
+                self.set_tag(run, WITHHELD_TAG, runs.withheld_text(withheld))
 
     def artifacts(self, run: Any, folders: list[Path], error: bool) -> None:
         found = find_files(folders, ARTIFACT_FILES + ((TUNE_ERROR,) if error else ()))
@@ -348,13 +307,10 @@ class _Syncer:
         if error:
             status = "error"
         else:
-            final = read_json(find_files(trial.folders, ("final.json",)).get("final.json"))
+            final = read_json(find_files(trial.folders, (FINAL_SUMMARY,)).get(FINAL_SUMMARY))
             last = max(trial.results, key=result_step) if trial.results else {}
             status = trial_status(final, last, trial.params, stopped_by_tune=final is None)
-        if current != status:
-            self.client.set_tag(run.info.run_id, STATUS_TAG, status)
-        if current != status or run.info.status != MLFLOW_STATUS[status]:
-            self.terminate(run.info.run_id, MLFLOW_STATUS[status])
+        if runs.end_trial(self.client, run.info.run_id, status, current=(current, run.info.status)):
             self.report.statuses += 1
 
     def failures(self, run: Any, trial: TrialRecord) -> None:
@@ -365,25 +321,9 @@ class _Syncer:
     def close_parent(self, parent_id: str, refused: int) -> None:
         """Per-status counts, the count of refused updates (when the callback never set it) and the
         parent closed."""
-        children = store.search_all(self.client, [self.experiment_id], f"tags.`{PARENT_TAG}` = {store.quote(parent_id)}")
-        counts: dict[str, int] = {}
-        for run in children:
-            status = run.data.tags.get(STATUS_TAG, "unknown")
-            counts[status] = counts.get(status, 0) + 1
-        parent = self.client.get_run(parent_id)
-        for key in parent.data.tags:
-            if key.startswith("raysweep.trials.") and key.removeprefix("raysweep.trials.") not in counts:
-                self.client.delete_tag(parent_id, key)
-                self.report.tags += 1
-        for status, count in counts.items():
-            self.set_tag(parent, f"raysweep.trials.{status}", str(count))
-        self.set_tag(parent, "raysweep.trials", str(len(children)))
-        if TRACKING_ERRORS_TAG not in parent.data.tags:
-            self.set_tag(parent, TRACKING_ERRORS_TAG, str(refused))
-        if parent.data.tags.get(STATUS_TAG) != "finished" or parent.info.status != "FINISHED":
-            self.client.set_tag(parent_id, STATUS_TAG, "finished")
-            self.terminate(parent_id, "FINISHED")
-            self.report.statuses += 1
+        tags, statuses = runs.close_parent(self.client, self.experiment_id, parent_id, refused, keep_errors=True)
+        self.report.tags += tags
+        self.report.statuses += statuses
 
 
 @dataclass(frozen=True)
@@ -435,10 +375,7 @@ def sync_sweep(sweep_dir: str, sweep: SweepRecord, tracking_uri: str | None = No
         syncer = _Syncer(client, experiment_id, report)
         parent = syncer.parent(sweep.name, storage.parent_run_key(root, name), sweep.config)
         parent_id = parent.info.run_id
-        existing: dict[str, Any] = {}
-        children = store.search_all(client, [experiment_id], f"tags.`{PARENT_TAG}` = {store.quote(parent_id)}")
-        for run in sorted(children, key=lambda r: r.info.start_time):
-            existing.setdefault(run.data.tags.get(TRIAL_ID_TAG, ""), run)
+        existing = runs.children_by_trial(client, experiment_id, parent_id)
         for trial in trials:
             name = sweep.run_name(trial.trial_id, trial.params) if sweep.run_name is not None else None
             run = syncer.child(existing, parent_id, sweep.name, trial.trial_id, run_name=name)
@@ -446,7 +383,7 @@ def sync_sweep(sweep_dir: str, sweep: SweepRecord, tracking_uri: str | None = No
             syncer.metrics(run, trial.results)
             syncer.failures(run, trial)
             ended = trial.tune_status in _ENDED or (
-                trial.tune_status is None and "final.json" in find_files(trial.folders, ("final.json",)))
+                trial.tune_status is None and FINAL_SUMMARY in find_files(trial.folders, (FINAL_SUMMARY,)))
             if not ended:
                 report.not_ended.append(trial.trial_id)
                 continue

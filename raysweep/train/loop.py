@@ -33,7 +33,7 @@ from raysweep.data import build_datasets, build_latent_sample
 from raysweep.data.cache import batch_images, training_loader
 from raysweep.errors import RaysweepError
 from raysweep.models import build_model
-from raysweep.names import WITHHELD
+from raysweep.names import FINAL_KEYS, FINAL_SUMMARY, METRICS_LOG, TRIAL_CONFIG, WITHHELD
 from raysweep.train import distributed as D
 from raysweep.train.artifacts import write_reconstruction_grid, write_variance_profile
 from raysweep.train.checkpoint import META_FILE, load_checkpoint, save_checkpoint
@@ -42,11 +42,6 @@ from raysweep.train.objective import Objective
 from raysweep.train.sampler import StepBatchSampler
 
 ReportFn = Callable[[dict[str, float], Path | None], None]
-
-FINAL_KEYS = (
-    "rate", "distortion_sse", "mse", "psnr", "anisotropy", "aggregated_anisotropy", "active_units", "beta",
-)
-
 
 def total_steps(cfg: TrialConfig, num_train: int) -> int:
     """Optimiser steps of the run: ``train.max_steps``, ``train.epochs`` worth of steps, or the
@@ -170,7 +165,7 @@ class Trainer:
     def _truncate_metrics_log(self) -> None:
         # Validations logged after the checkpoint we resume from will be redone: drop them so
         # metrics.jsonl holds each step once.
-        log = self.out_dir / "metrics.jsonl"
+        log = self.out_dir / METRICS_LOG
         if not log.is_file():
             return
         kept = []
@@ -291,7 +286,7 @@ class Trainer:
             # Log first, checkpoint second: a crash between the two leaves a log line past the
             # newest checkpoint, which a resume truncates and rewrites; the other order would
             # lose this validation's line for good.
-            with open(self.out_dir / "metrics.jsonl", "a") as log:
+            with open(self.out_dir / METRICS_LOG, "a") as log:
                 log.write(json.dumps(metrics) + "\n")
             checkpoint = save_checkpoint(
                 self.out_dir / "checkpoints", self.step, self.state_dict(), {"step": self.step, "metrics": metrics},
@@ -305,10 +300,10 @@ class Trainer:
         """Train until the last step (or divergence) and return the final summary."""
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            dump_yaml(self.cfg, self.out_dir / "config.yaml")
+            dump_yaml(self.cfg, self.out_dir / TRIAL_CONFIG)
             if self.step == 0:
                 # A fresh start owns the log: never append to a previous run's validations.
-                (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+                (self.out_dir / METRICS_LOG).unlink(missing_ok=True)
         started = time.perf_counter()
         start_step = self.step
         bar = None
@@ -357,7 +352,7 @@ class Trainer:
             if self.variance_profile is not None:
                 write_variance_profile(self.out_dir, self.variance_profile)
             write_reconstruction_grid(self.out_dir, self.model, self.val_set, self.device)
-            (self.out_dir / "final.json").write_text(json.dumps(final, indent=2, sort_keys=True))
+            (self.out_dir / FINAL_SUMMARY).write_text(json.dumps(final, indent=2, sort_keys=True))
         # Ranks leave together: a rank that tears its process group down while rank 0 is still
         # writing can abort gloo's transport ("terminate called without an active exception").
         D.barrier()

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from raysweep.config import read_yaml, validate_model
 from raysweep.errors import RaysweepError
+from raysweep.names import FINAL_SUMMARY
 from raysweep.tune.load import apply_sweep_overrides, load_sweep
 from raysweep.tune.resources import (
     NodeResources,
@@ -239,7 +240,7 @@ def check_trial_checkpoints(sweep_dir: str) -> None:
         candidates = []
         for trial_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             checkpoints = sorted(p for p in trial_dir.glob("checkpoint_*") if p.is_dir())
-            if checkpoints and not _finished(trial_dir / "train" / "final.json"):
+            if checkpoints and not _finished(trial_dir / "train" / FINAL_SUMMARY):
                 candidates.append((trial_dir.name, checkpoints[-1]))
     for trial_id, checkpoint in candidates:
         problem = checkpoint_problem(checkpoint)

@@ -196,7 +196,7 @@ def record_claims_ledger(sweep_dir: str, values: dict[str, float | int]) -> Swee
     ``alpha_bound``: the ledger of ``raysweep extend --until-decided``), in its ``sweep.yaml`` and in
     the ``sweep.yaml`` artifact of its MLflow parent run (what the claims read their settings from),
     so every later read and sequence accounts for the looks already taken. Returns the sweep as written."""
-    from raysweep.tracking import store
+    from raysweep.tracking import runs, store
 
     sweep_dir = storage.resolve_sweep_dir(sweep_dir)
     sweep = load_sweep_dir(sweep_dir)
@@ -210,5 +210,5 @@ def record_claims_ledger(sweep_dir: str, values: dict[str, float | int]) -> Swee
     if experiment is not None:
         parent = store.find_parent_run(client, experiment.experiment_id, name, sweep_dir)
         if parent is not None:
-            client.log_dict(parent.info.run_id, sweep.model_dump(mode="json"), "sweep.yaml")
+            runs.log_sweep(client, parent.info.run_id, sweep.model_dump(mode="json"))
     return sweep

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raysweep import storage
-from raysweep.names import ANISOTROPY, DISTORTION_SSE, FINAL_SUMMARY, KEY_METRICS, OPERATING_POINTS_CSV, STEP
+from raysweep.names import (
+    ANISOTROPY,
+    DISTORTION_SSE,
+    FINAL_SUMMARY,
+    KEY_METRICS,
+    METRICS_LOG,
+    OPERATING_POINTS_CSV,
+    STEP,
+)
 from raysweep.tune.space import ExpandedSweep
 
 if TYPE_CHECKING:
@@ -150,7 +158,7 @@ def format_outcome(outcome: SweepOutcome, optuna_url: str | None = None) -> str:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     lines.append("")
     lines.append(f"{len(outcome.rows)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    lines.append(f"sweep directory: {outcome.sweep_dir}  (per trial: <trial>/train/ holds metrics.jsonl, final.json, plots)")
+    lines.append(f"sweep directory: {outcome.sweep_dir}  (per trial: <trial>/train/ holds {METRICS_LOG}, {FINAL_SUMMARY}, plots)")
     if outcome.operating_points_dir is not None:
         lines.extend(["", *format_operating_points(outcome.operating_points)])
         lines.append(f"operating points: {outcome.operating_points_dir}/{OPERATING_POINTS_CSV} (and .json; "
