@@ -149,6 +149,8 @@ DATASETS: Registry[DatasetSpec] = Registry("dataset", "data.dataset", [
                 root="the tiny-imagenet-200 folder holding train/ and val/", cacheable=True),
     DatasetSpec("image_folder", "every image under a folder, centre-cropped",
                 root="a folder of images", cacheable=True),
+    DatasetSpec("photo_patches", "patches of the photographs the scikit-image wheel ships, needs no download",
+                extra="photos"),
 ])
 
 

@@ -7,6 +7,7 @@ the registered builder returns, the same way for every dataset. Modules, top dow
 
 - ``xysquares``: XYSquares, squares on a grid, generated from the index (seed 003).
 - ``folders``: CelebA, Tiny-ImageNet and any image folder, read from ``data.root``.
+- ``photo_patches``: patches of the photographs the scikit-image wheel ships (extra ``photos``).
 - ``cache``: a folder dataset decoded once into a memory-mapped uint8 array shared by the trials.
 - ``splits``: seeded train/validation splits and a subset that keeps the dataset's description.
 """
@@ -20,12 +21,13 @@ from torch.utils.data import Dataset
 from raysweep.config import DataConfig
 from raysweep.data.cache import CachedImages, cache_dataset
 from raysweep.data.folders import CelebA, ImageFolderDataset, TinyImageNet
+from raysweep.data.photo_patches import PhotoPatches
 from raysweep.data.splits import Subset, partition_indices, train_val_split
 from raysweep.data.xysquares import XYSquares
 from raysweep.registry import DATASETS
 
 __all__ = [
-    "XYSquares", "CelebA", "TinyImageNet", "ImageFolderDataset", "CachedImages", "Subset",
+    "XYSquares", "CelebA", "TinyImageNet", "ImageFolderDataset", "PhotoPatches", "CachedImages", "Subset",
     "build_datasets", "build_latent_sample",
 ]
 
@@ -69,7 +71,8 @@ def build_datasets(cfg: DataConfig, progress: bool | None = None) -> tuple[Datas
     """The training and validation sets described by the ``data`` block.
 
     A registered builder returns either one pool or an official (train, val) split.
-    Datasets with an official split (CelebA's partition file, Tiny-ImageNet's val folder) use it,
+    Datasets with an official split (CelebA's partition file, Tiny-ImageNet's val folder, the
+    photographs' regions of photo_patches) use it,
     with ``data.val_size`` / ``data.train_size`` as caps; the others hold out ``data.val_size``
     images at random, deterministically per ``data.split_seed`` (not the training seed, so trials
     with different seeds are validated on the same images).
