@@ -165,14 +165,15 @@ class TermSpec(Spec):
         builds_term: False only for the entry meaning "no neural term" (lambda must then be 0).
         balancer_cancels: a pixel term whose learned part only scales the x_hat gradient, which the
             balancer renormalises away: it needs ``loss.balancer: false``.
-        decoder_logvar: a pixel term that reads a per-pixel log-variance the decoder must output.
+
+    What the term's class itself says (its metric ``name``, ``needs_logvar``, ``frozen``,
+    ``adversarial``, its pretrained files) stays on the class, read through ``code(name)``.
     """
 
     block: str | None = None
     weights: str | None = None
     builds_term: bool = True
     balancer_cancels: bool = False
-    decoder_logvar: bool = False
 
 
 NEURAL_TERMS: Registry[TermSpec] = Registry("neural term", "loss.neural", [
@@ -187,6 +188,5 @@ NEURAL_TERMS: Registry[TermSpec] = Registry("neural term", "loss.neural", [
 PIXEL_TERMS: Registry[TermSpec] = Registry("pixel term", "loss.pixel", [
     TermSpec("sse", "sum of squared errors per image"),
     TermSpec("learned_sigma_scalar", "Gaussian likelihood with one learned sigma (LS-VAE)", balancer_cancels=True),
-    TermSpec("learned_sigma_pixel", "Gaussian likelihood with a per-pixel sigma from the decoder (LV-VAE)",
-             decoder_logvar=True),
+    TermSpec("learned_sigma_pixel", "Gaussian likelihood with a per-pixel sigma from the decoder (LV-VAE)"),
 ])
