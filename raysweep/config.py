@@ -66,10 +66,11 @@ class DataConfig(StrictModel):
         "folders use the validation set"
     )
     cache: bool = Field(
-        True, description="folder datasets (celeba, tiny_imagenet, image_folder): decode, crop and resize every "
-        "image once into a prepared uint8 array in data.cache_dir, shared by every trial on the node, instead "
-        "of decoding it again on every epoch of every trial; false decodes the files on every read. Ignored "
-        "for generated xysquares"
+        True, description="cacheable datasets (" + ", ".join(spec.name for spec in DATASETS if spec.cacheable)
+        + "): decode, crop and resize every image once into a prepared uint8 array in data.cache_dir, shared by "
+        "every trial on the node, instead of decoding it again on every epoch of every trial; false decodes the "
+        "files on every read. Ignored for the others (" + ", ".join(spec.name for spec in DATASETS if not spec.cacheable)
+        + ")"
     )
     cache_dir: Path | None = Field(
         None, description="folder of the prepared caches (None: $XDG_CACHE_HOME/raysweep, else "
