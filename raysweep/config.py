@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from raysweep.errors import RaysweepError
+from raysweep.registry import DATASETS, NEURAL_TERMS, PIXEL_TERMS
 
 TRIAL_BLOCKS = ("data", "model", "loss", "objective", "train")
 
@@ -45,8 +46,10 @@ class XYSquaresConfig(StrictModel):
 class DataConfig(StrictModel):
     """Which images a trial trains on and how they are prepared."""
 
-    dataset: Literal["xysquares", "celeba", "tiny_imagenet", "image_folder"] = "xysquares"
-    root: Path | None = Field(None, description="dataset folder; required for every dataset but xysquares")
+    # The allowed names and the facts checked below come from the registry (raysweep/registry.py).
+    dataset: Literal[DATASETS.names()] = DATASETS.default  # type: ignore[valid-type]
+    root: Path | None = Field(None, description="dataset folder; required for the datasets read from one ("
+                              + ", ".join(spec.name for spec in DATASETS if spec.root) + ")")
     image_size: int = Field(64, ge=8, le=1024, description="square side in pixels after crop and resize")
     val_size: int = Field(512, ge=1, description="held-out images used for validation metrics (a cap for datasets with an official split)")
     train_size: int | None = Field(None, ge=1, description="cap on training images (None = all)")
@@ -57,17 +60,18 @@ class DataConfig(StrictModel):
                              "files (data.cache false, validation, and building a prepared cache); training batches "
                              "of a prepared cache are read in the trial process, faster than through a worker")
     latent_sample_size: int = Field(
-        10_000, ge=2, description="images of a generated dataset (xysquares) encoded at the final validation "
+        10_000, ge=2, description="images of a generated dataset (data.dataset xysquares) encoded at the final validation "
         "for the statistics of the aggregated posterior (aggregated and channel anisotropy) and MIG, "
         "drawn from the whole dataset with data.split_seed; generated images cost nothing, and the "
         "validation set alone is too small for a J x J covariance or a 20-bin MIG. Datasets read from "
         "folders use the validation set"
     )
     cache: bool = Field(
-        True, description="folder datasets (celeba, tiny_imagenet, image_folder): decode, crop and resize every "
-        "image once into a prepared uint8 array in data.cache_dir, shared by every trial on the node, instead "
-        "of decoding it again on every epoch of every trial; false decodes the files on every read. Ignored "
-        "for generated xysquares"
+        True, description="cacheable datasets (" + ", ".join(spec.name for spec in DATASETS if spec.cacheable)
+        + "): decode, crop and resize every image once into a prepared uint8 array in data.cache_dir, shared by "
+        "every trial on the node, instead of decoding it again on every epoch of every trial; false decodes the "
+        "files on every read. Ignored for the others (" + ", ".join(spec.name for spec in DATASETS if not spec.cacheable)
+        + ")"
     )
     cache_dir: Path | None = Field(
         None, description="folder of the prepared caches (None: $XDG_CACHE_HOME/raysweep, else "
@@ -90,15 +94,11 @@ class DataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _root_required(self) -> DataConfig:
-        if self.dataset != "xysquares" and self.root is None:
-            examples = {
-                "celeba": "the folder holding img_align_celeba/",
-                "tiny_imagenet": "the tiny-imagenet-200 folder holding train/ and val/",
-                "image_folder": "a folder of images",
-            }
+        holds = DATASETS[self.dataset].root
+        if holds is not None and self.root is None:
             raise ValueError(
                 f"data.root is required when data.dataset is {self.dataset!r}: set it to "
-                f"{examples[self.dataset]} (e.g. --set data.root=/data/{self.dataset})"
+                f"{holds} (e.g. --set data.root=/data/{self.dataset})"
             )
         return self
 
@@ -147,9 +147,10 @@ class LossConfig(StrictModel):
     """The distortion: (1 - lambda_neural) * pixel term + lambda_neural * neural term, combined
     by the EnCodec balancer unless `balancer` is false."""
 
-    neural: Literal["none", "lpips", "dinov2", "patchgan", "box_blur"] = "none"
+    # The allowed names and the facts checked below come from the registry (raysweep/registry.py).
+    neural: Literal[NEURAL_TERMS.names()] = NEURAL_TERMS.default  # type: ignore[valid-type]
     lambda_neural: float = Field(0.0, ge=0.0, le=1.0)
-    pixel: Literal["sse", "learned_sigma_scalar", "learned_sigma_pixel"] = "sse"
+    pixel: Literal[PIXEL_TERMS.names()] = PIXEL_TERMS.default  # type: ignore[valid-type]
     sigma_init: float = Field(1.0, gt=0.0, description="initial sigma of the learned scalar likelihood")
     balancer: bool = True
     balancer_ema_decay: float = Field(0.999, gt=0.0, lt=1.0)
@@ -163,18 +164,19 @@ class LossConfig(StrictModel):
 
     @model_validator(mode="after")
     def _neural_needs_loss(self) -> LossConfig:
-        if self.neural == "none" and self.lambda_neural > 0:
+        if not NEURAL_TERMS[self.neural].builds_term and self.lambda_neural > 0:
+            terms = ", ".join(spec.name for spec in NEURAL_TERMS if spec.builds_term)
             raise ValueError(
-                "loss.lambda_neural > 0 needs a neural term: set loss.neural to one of "
-                "lpips, dinov2, patchgan, box_blur (or lambda_neural to 0)"
+                f"loss.lambda_neural > 0 needs a neural term: set loss.neural to one of {terms} (or lambda_neural to 0)"
             )
-        if self.pixel == "learned_sigma_scalar" and self.balancer:
+        if PIXEL_TERMS[self.pixel].balancer_cancels and self.balancer:
             # The balancer renormalises the x_hat gradient, so a scalar sigma (which only scales
             # it) would change nothing: the L-VAE setup needs the plain weighted sum.
+            others = " or ".join(spec.name for spec in reversed(tuple(PIXEL_TERMS)) if not spec.balancer_cancels)
             raise ValueError(
-                "loss.pixel=learned_sigma_scalar has no effect with loss.balancer=true (the balancer "
+                f"loss.pixel={self.pixel} has no effect with loss.balancer=true (the balancer "
                 "renormalises the gradient a scalar sigma scales): set loss.balancer=false, or use "
-                "loss.pixel=learned_sigma_pixel or sse"
+                f"loss.pixel={others}"
             )
         return self
 

@@ -3,7 +3,7 @@ sweep schema loads without Ray.
 
 The layers, top down (``../shared/ARCHITECTURE.md``; each imports only from its own floor or below):
 ``cli`` > ``frontier`` > ``tune`` > ``tracking`` > ``train`` > ``data``, ``models``, ``losses``,
-``control``, ``toy`` > ``config``, ``metrics``, ``names``, ``storage``, ``errors``.
+``control``, ``toy`` > ``config``, ``metrics``, ``names``, ``registry``, ``storage``, ``errors``.
 
 Every module of ``raysweep/`` is parsed with :mod:`ast`; every ``import`` and ``from ... import``
 counts, at module level and inside functions, relative ones resolved, ``from pkg import module``
@@ -143,7 +143,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tracking",),
     ("train",),
     ("data", "models", "losses", "control", "toy"),
-    ("config", "metrics", "names", "storage", "errors"),
+    ("config", "metrics", "names", "registry", "storage", "errors"),
 )
 
 

@@ -25,8 +25,10 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from raysweep.config import DataConfig
 from raysweep.data.splits import partition_indices
 from raysweep.errors import RaysweepError
+from raysweep.registry import DATASETS
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 """File name endings (case-insensitive) read as images."""
@@ -348,3 +350,27 @@ class TinyImageNet(_FileImages):
 
     def __repr__(self) -> str:
         return f"TinyImageNet({str(self.root)!r}, split={self.split!r}, {len(self)} images, image_size={self.image_size})"
+
+
+# ------------------------------------------------------------------------------- registrations
+# A folder with an official split gives (train, val); any other folder gives one pool that the
+# caller splits with data.val_size and data.split_seed (raysweep.data.build_datasets).
+@DATASETS.builds("image_folder")
+def build_image_folder(cfg: DataConfig) -> ImageFolderDataset:
+    """Every image under ``data.root``, one pool."""
+    return ImageFolderDataset(cfg.root, image_size=cfg.image_size)  # type: ignore[arg-type]
+
+
+@DATASETS.builds("celeba")
+def build_celeba(cfg: DataConfig) -> tuple[CelebA, CelebA]:
+    """CelebA's training and validation partitions."""
+    size, seed = cfg.image_size, cfg.split_seed
+    return (CelebA(cfg.root, split="train", image_size=size, split_seed=seed),  # type: ignore[arg-type]
+            CelebA(cfg.root, split="val", image_size=size, split_seed=seed))  # type: ignore[arg-type]
+
+
+@DATASETS.builds("tiny_imagenet")
+def build_tiny_imagenet(cfg: DataConfig) -> tuple[TinyImageNet, TinyImageNet]:
+    """Tiny-ImageNet's train and val folders."""
+    return (TinyImageNet(cfg.root, split="train", image_size=cfg.image_size),  # type: ignore[arg-type]
+            TinyImageNet(cfg.root, split="val", image_size=cfg.image_size))  # type: ignore[arg-type]

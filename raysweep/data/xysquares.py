@@ -32,7 +32,9 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from raysweep.config import DataConfig
 from raysweep.errors import RaysweepError
+from raysweep.registry import DATASETS
 
 _RGB_SUFFIXES = ("R", "G", "B")
 
@@ -209,3 +211,16 @@ class XYSquares(Dataset):
             raise ValueError(f"expected factor vectors of length {self.num_factors}, got shape {tuple(values.shape)}")
         if bool(((values < 0) | (values >= self.grid_size)).any()):
             raise ValueError(f"factor values must lie in [0, {self.grid_size}), got {values.tolist()}")
+
+
+@DATASETS.builds("xysquares")
+def build_xysquares(cfg: DataConfig) -> XYSquares:
+    """The whole generated dataset of a ``data`` block (one pool; the split is drawn by the caller).
+
+    Only the geometry is computed here, no image: ``raysweep validate`` calls it to check the split.
+    """
+    sq = cfg.xysquares
+    return XYSquares(
+        image_size=cfg.image_size, square_size=sq.square_size, grid_size=sq.grid_size,
+        grid_spacing=sq.grid_spacing, num_squares=sq.num_squares, rgb=sq.rgb,
+    )

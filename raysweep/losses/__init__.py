@@ -1,6 +1,19 @@
 """Reconstruction terms of the VAE objective and the EnCodec loss balancer.
 
-Every term is a :class:`ReconstructionTerm` returning one distortion per image, shape ``(B,)``.
+Every term is a :class:`ReconstructionTerm` returning one distortion per image, shape ``(B,)``,
+registered by its module under its config name (``@NEURAL_TERMS.builds`` / ``@PIXEL_TERMS.builds``;
+the names and their facts are declared in :mod:`raysweep.registry`); importing this package imports
+every term's module, so every class is attached. Modules, top down:
+
+- ``pixel``: ``sse``, the summed squared error per image.
+- ``gaussian_nll``: ``learned_sigma_scalar`` and ``learned_sigma_pixel``, Gaussian likelihoods with a
+  learned sigma (L-VAE).
+- ``box_blur``: ``box_blur``, squared error between box-blurred images.
+- ``perceptual``: ``lpips`` (VGG16) and ``dinov2``, frozen pretrained feature distances, where their
+  weights are looked for, ``weights_report`` and ``download_weights``.
+- ``adversarial``: ``patchgan``, the PatchGAN term and its discriminator.
+- ``balancer``: the EnCodec balancer combining the terms' gradients at ``x_hat``.
+- ``base``: the :class:`ReconstructionTerm` interface and the per-process cache of frozen networks.
 """
 
 from raysweep.losses.adversarial import NLayerDiscriminator, PatchGANLoss

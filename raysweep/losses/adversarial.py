@@ -20,7 +20,7 @@ the DDP wrapper (which would otherwise expect a gradient for every D parameter i
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,10 @@ from torch.func import functional_call
 
 from raysweep.errors import RaysweepError
 from raysweep.losses.base import ReconstructionTerm, check_pair
+from raysweep.registry import NEURAL_TERMS
+
+if TYPE_CHECKING:
+    from raysweep.config import LossConfig
 
 __all__ = ["NLayerDiscriminator", "PatchGANLoss"]
 
@@ -87,6 +91,7 @@ class NLayerDiscriminator(nn.Module):
         return self.head(hidden), features
 
 
+@NEURAL_TERMS.builds("patchgan")
 class PatchGANLoss(ReconstructionTerm):
     """Hinge generator loss of a PatchGAN plus discriminator feature matching, per image.
 
@@ -108,6 +113,20 @@ class PatchGANLoss(ReconstructionTerm):
 
     name: ClassVar[str] = "patchgan"
     adversarial: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(
+        cls, loss: LossConfig, *, channels: int = 3, device: torch.device | str | None = None
+    ) -> PatchGANLoss:
+        """A discriminator for `channels`-channel images, shaped by ``loss.patchgan``."""
+        block = loss.patchgan
+        return cls(
+            in_channels=channels,
+            base_channels=block.channels,
+            n_layers=block.layers,
+            start_step=block.start_step,
+            feature_matching_weight=block.feature_matching_weight,
+        )
 
     def __init__(
         self,

@@ -20,11 +20,15 @@ balanced one. Every term therefore accepts a detached ``x_hat``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from raysweep.config import LossConfig
 
 __all__ = [
     "ReconstructionTerm",
@@ -58,6 +62,25 @@ class ReconstructionTerm(nn.Module):
     frozen: ClassVar[bool] = False
     needs_logvar: ClassVar[bool] = False
     adversarial: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(
+        cls, loss: LossConfig, *, channels: int = 3, device: torch.device | str | None = None
+    ) -> ReconstructionTerm:
+        """The term as the ``loss`` block configures it: what ``raysweep.train.objective`` calls on the
+        class registered under ``loss.neural`` / ``loss.pixel`` (:mod:`raysweep.registry`).
+
+        Args:
+            loss: the validated ``loss`` block (the term reads its own sub-block, e.g. ``loss.box_blur``).
+            channels: image channels (for terms with a network of their own, the PatchGAN).
+            device: where a frozen feature network is built eagerly (None: on first use).
+        """
+        return cls()
+
+    @classmethod
+    def weight_files(cls, weights_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+        """The pretrained files this term loads, one row each for ``raysweep weights`` (none by default)."""
+        return []
 
     def forward(self, x: Tensor, x_hat: Tensor, x_logvar: Tensor | None = None) -> Tensor:
         """Distortion per image.

@@ -10,17 +10,24 @@ which pixel SSE (every pair of images equally far apart) cannot.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from raysweep.errors import RaysweepError
 from raysweep.losses.base import ReconstructionTerm, check_pair
+from raysweep.registry import NEURAL_TERMS
+
+if TYPE_CHECKING:
+    import torch
+
+    from raysweep.config import LossConfig
 
 __all__ = ["BoxBlurDistance"]
 
 
+@NEURAL_TERMS.builds("box_blur")
 class BoxBlurDistance(ReconstructionTerm):
     """Squared distance between box-blurred images, per image.
 
@@ -41,6 +48,13 @@ class BoxBlurDistance(ReconstructionTerm):
     """
 
     name: ClassVar[str] = "box_blur"
+
+    @classmethod
+    def from_config(
+        cls, loss: LossConfig, *, channels: int = 3, device: torch.device | str | None = None
+    ) -> BoxBlurDistance:
+        """The blur of ``loss.box_blur.radius``."""
+        return cls(radius=loss.box_blur.radius)
 
     def __init__(self, radius: int = 1) -> None:
         super().__init__()

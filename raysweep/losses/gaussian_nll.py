@@ -22,19 +22,24 @@ rescales anyway: sigma is learned and logged, but does not change the direction 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from raysweep.errors import RaysweepError
 from raysweep.losses.base import ReconstructionTerm, check_pair
+from raysweep.registry import PIXEL_TERMS
+
+if TYPE_CHECKING:
+    from raysweep.config import LossConfig
 
 __all__ = ["ScalarSigmaNLL", "PixelSigmaNLL"]
 
 _HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 
 
+@PIXEL_TERMS.builds("learned_sigma_scalar")
 class ScalarSigmaNLL(ReconstructionTerm):
     """Gaussian negative log-likelihood with one learned scalar sigma (LS-VAE), per image, nats.
 
@@ -48,6 +53,13 @@ class ScalarSigmaNLL(ReconstructionTerm):
     """
 
     name: ClassVar[str] = "gaussian_nll"
+
+    @classmethod
+    def from_config(
+        cls, loss: LossConfig, *, channels: int = 3, device: torch.device | str | None = None
+    ) -> ScalarSigmaNLL:
+        """sigma starts at ``loss.sigma_init``."""
+        return cls(init_sigma=loss.sigma_init)
 
     def __init__(self, init_sigma: float = 1.0, include_constant: bool = False) -> None:
         super().__init__()
@@ -75,6 +87,7 @@ class ScalarSigmaNLL(ReconstructionTerm):
         return float(self.log_sigma.detach().exp())
 
 
+@PIXEL_TERMS.builds("learned_sigma_pixel")
 class PixelSigmaNLL(ReconstructionTerm):
     """Gaussian negative log-likelihood with a per-pixel sigma from the decoder (LV-VAE).
 

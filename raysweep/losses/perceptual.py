@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,10 @@ from torch import Tensor, nn
 
 from raysweep.errors import RaysweepError
 from raysweep.losses.base import FrozenNetwork, ReconstructionTerm, check_pair, frozen_network, to_rgb
+from raysweep.registry import NEURAL_TERMS
+
+if TYPE_CHECKING:
+    from raysweep.config import LossConfig
 
 __all__ = [
     "LPIPSDistance",
@@ -142,6 +146,7 @@ def _build_lpips(weights_path: str | None) -> nn.Module:
     return model
 
 
+@NEURAL_TERMS.builds("lpips")
 class LPIPSDistance(ReconstructionTerm):
     """LPIPS (Zhang et al. 2018) with the VGG16 trunk, per image.
 
@@ -164,6 +169,18 @@ class LPIPSDistance(ReconstructionTerm):
 
     name: ClassVar[str] = "lpips"
     frozen: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(
+        cls, loss: LossConfig, *, channels: int = 3, device: torch.device | str | None = None
+    ) -> LPIPSDistance:
+        """VGG16 from ``loss.weights_dir`` (random weights when ``loss.pretrained`` is false)."""
+        return cls(weights_dir=loss.weights_dir, pretrained=loss.pretrained, device=device)
+
+    @classmethod
+    def weight_files(cls, weights_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+        """torchvision's ImageNet VGG16, where :class:`LPIPSDistance` looks for it."""
+        return [_entry(cls.name, "vgg16", VGG16_FILENAME, _vgg16_candidates(weights_dir))]
 
     def __init__(
         self,
@@ -216,6 +233,7 @@ def _build_dinov2(model_name: str, weights_path: str | None) -> nn.Module:
     return model
 
 
+@NEURAL_TERMS.builds("dinov2")
 class DINOv2Distance(ReconstructionTerm):
     """Squared distance between L2-normalised DINOv2 patch tokens, per image.
 
@@ -241,6 +259,28 @@ class DINOv2Distance(ReconstructionTerm):
 
     name: ClassVar[str] = "dinov2"
     frozen: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(
+        cls, loss: LossConfig, *, channels: int = 3, device: torch.device | str | None = None
+    ) -> DINOv2Distance:
+        """The DINOv2 of ``loss.dinov2`` (random weights when ``loss.pretrained`` is false)."""
+        return cls(
+            model_name=loss.dinov2.model,
+            weights=loss.dinov2.weights,
+            weights_dir=loss.weights_dir,
+            pretrained=loss.pretrained,
+            image_size=loss.dinov2.image_size,
+            device=device,
+        )
+
+    @classmethod
+    def weight_files(cls, weights_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+        """One state dict per supported DINOv2 model, where :class:`DINOv2Distance` looks for it."""
+        return [
+            _entry(cls.name, model_name, f"{model_name}.safetensors", _dinov2_candidates(model_name, weights_dir))
+            for model_name in DINOV2_MODELS
+        ]
 
     def __init__(
         self,
@@ -326,25 +366,20 @@ def _resolve_dinov2(
     return str(found.resolve())
 
 
-def weights_report(
-    weights_dir: str | os.PathLike[str] | None = None,
-    dinov2_models: tuple[str, ...] = DINOV2_MODELS,
-    dinov2_weights: str | os.PathLike[str] | None = None,
-) -> list[dict[str, Any]]:
-    """For each neural loss, the pretrained file it needs, where it looks and whether it is there.
+def weights_report(weights_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """For each registered neural term that needs pretrained weights (``TermSpec.weights`` in
+    :mod:`raysweep.registry`), in registry order, the files it loads, where it looks, and whether they are there.
 
     Backs the ``raysweep weights`` command. Each entry has ``loss``, ``model``, ``file`` (the
     name looked for), ``searched`` (paths in search order), ``found`` (first existing path or
     None) and ``present`` (bool).
     """
+    # Every term's class is attached already: importing this module ran raysweep/losses/__init__.py,
+    # which imports every term's module.
     entries: list[dict[str, Any]] = []
-    vgg = _vgg16_candidates(weights_dir)
-    entries.append(_entry("lpips", "vgg16", VGG16_FILENAME, vgg))
-    for model_name in dinov2_models:
-        candidates = _dinov2_candidates(model_name, weights_dir)
-        if dinov2_weights is not None:
-            candidates = [Path(dinov2_weights).expanduser()]
-        entries.append(_entry("dinov2", model_name, f"{model_name}.safetensors", candidates))
+    for spec in NEURAL_TERMS:
+        if spec.weights:
+            entries += NEURAL_TERMS.code(spec.name).weight_files(weights_dir)
     return entries
 
 

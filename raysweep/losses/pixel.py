@@ -7,10 +7,12 @@ from typing import ClassVar
 from torch import Tensor
 
 from raysweep.losses.base import ReconstructionTerm, check_pair
+from raysweep.registry import PIXEL_TERMS
 
 __all__ = ["SSE"]
 
 
+@PIXEL_TERMS.builds("sse")
 class SSE(ReconstructionTerm):
     """``D_sse(x, x_hat) = sum over channels and pixels of (x_hat - x)^2``, per image.
 

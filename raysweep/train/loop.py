@@ -34,6 +34,7 @@ from raysweep.data.cache import batch_images, training_loader
 from raysweep.errors import RaysweepError
 from raysweep.models import build_model
 from raysweep.names import FINAL_KEYS, FINAL_SUMMARY, METRICS_LOG, TRIAL_CONFIG, WITHHELD
+from raysweep.registry import PIXEL_TERMS
 from raysweep.train import distributed as D
 from raysweep.train.artifacts import write_reconstruction_grid, write_variance_profile
 from raysweep.train.checkpoint import META_FILE, load_checkpoint, save_checkpoint
@@ -95,7 +96,8 @@ class Trainer:
             image_size=cfg.data.image_size,
             in_channels=self.channels,
             latent_dim=cfg.model.latent_dim,
-            pixel_logvar=cfg.loss.pixel == "learned_sigma_pixel",
+            # the registered pixel term says whether it reads a per-pixel log-variance from the decoder
+            pixel_logvar=PIXEL_TERMS.code(cfg.loss.pixel).needs_logvar,
             logvar_min=cfg.model.logvar_min,
             logvar_max=cfg.model.logvar_max,
         ).to(self.device)

@@ -23,63 +23,28 @@ from torch import nn
 from raysweep.config import TrialConfig
 from raysweep.control.geco import GECO
 from raysweep.control.schedules import in_warmup, kl_warmup_factor
-from raysweep.losses.base import ReconstructionTerm
+from raysweep.losses.base import ReconstructionTerm  # imports raysweep.losses: every term registers its class
 from raysweep.metrics import kl_per_sample
 from raysweep.models.base import VAEOutput
+from raysweep.registry import NEURAL_TERMS, PIXEL_TERMS
 from raysweep.train.distributed import all_reduce_mean
 
 
 def build_pixel_term(cfg: TrialConfig) -> ReconstructionTerm:
-    """The pixel likelihood term selected by ``loss.pixel``."""
-    kind = cfg.loss.pixel
-    if kind == "sse":
-        from raysweep.losses.pixel import SSE
-
-        return SSE()
-    from raysweep.losses.gaussian_nll import PixelSigmaNLL, ScalarSigmaNLL
-
-    if kind == "learned_sigma_scalar":
-        return ScalarSigmaNLL(init_sigma=cfg.loss.sigma_init)
-    return PixelSigmaNLL()
+    """The pixel likelihood term registered under ``loss.pixel`` (:mod:`raysweep.registry`)."""
+    return PIXEL_TERMS.code(cfg.loss.pixel).from_config(cfg.loss)
 
 
 def build_neural_term(cfg: TrialConfig, channels: int, device: torch.device) -> ReconstructionTerm | None:
-    """The neural distortion selected by ``loss.neural`` (None for ``none``).
+    """The neural distortion registered under ``loss.neural`` (None for the entry that builds no term).
 
     Frozen feature networks come from a per-process cache (:func:`raysweep.losses.base.frozen_network`),
     so building the same term twice in one process reuses the network.
     """
-    loss = cfg.loss
-    if loss.neural == "none":
+    spec = NEURAL_TERMS[cfg.loss.neural]
+    if not spec.builds_term:
         return None
-    if loss.neural == "box_blur":
-        from raysweep.losses.box_blur import BoxBlurDistance
-
-        return BoxBlurDistance(radius=loss.box_blur.radius)
-    if loss.neural == "lpips":
-        from raysweep.losses.perceptual import LPIPSDistance
-
-        return LPIPSDistance(weights_dir=loss.weights_dir, pretrained=loss.pretrained, device=device)
-    if loss.neural == "dinov2":
-        from raysweep.losses.perceptual import DINOv2Distance
-
-        return DINOv2Distance(
-            model_name=loss.dinov2.model,
-            weights=loss.dinov2.weights,
-            weights_dir=loss.weights_dir,
-            pretrained=loss.pretrained,
-            image_size=loss.dinov2.image_size,
-            device=device,
-        )
-    from raysweep.losses.adversarial import PatchGANLoss
-
-    return PatchGANLoss(
-        in_channels=channels,
-        base_channels=loss.patchgan.channels,
-        n_layers=loss.patchgan.layers,
-        start_step=loss.patchgan.start_step,
-        feature_matching_weight=loss.patchgan.feature_matching_weight,
-    )
+    return NEURAL_TERMS.code(spec.name).from_config(cfg.loss, channels=channels, device=device)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from pathlib import Path
 from raysweep.config import read_yaml, validate_model
 from raysweep.errors import RaysweepError
 from raysweep.names import FINAL_SUMMARY
+from raysweep.registry import DATASETS
 from raysweep.tune.load import apply_sweep_overrides, load_sweep
 from raysweep.tune.resources import (
     NodeResources,
@@ -164,7 +165,7 @@ def check_data_roots(expanded: ExpandedSweep, on_cluster: bool) -> None:
     seen: set[tuple[str, str]] = set()
     for cell in expanded.cells:
         dataset, root = cell.flat.get("data.dataset"), cell.flat.get("data.root")
-        if dataset == "xysquares" or root is None or (dataset, str(root)) in seen:
+        if DATASETS[dataset].root is None or root is None or (dataset, str(root)) in seen:
             continue
         seen.add((dataset, str(root)))
         key = cell.sources.get("data.root", "trial.data.root")

@@ -20,6 +20,7 @@ from raysweep.config import DataConfig
 from raysweep.data import build_datasets
 from raysweep.data.cache import CachedImages
 from raysweep.errors import RaysweepError
+from raysweep.registry import DATASETS
 from raysweep.tune.load import load_sweep
 from raysweep.tune.space import expand_sweep, trial_config_from_params
 from raysweep.tune.sweep_config import SweepConfig
@@ -65,7 +66,7 @@ def sweep_data_configs(sweep: SweepConfig) -> list[DataConfig]:
         for values in itertools.product(*choices.values()):
             flat = {**cell.flat, **dict(zip(choices, values, strict=True))}
             data = trial_config_from_params(flat).data
-            if data.dataset == "xysquares" or not data.cache:
+            if not (DATASETS[data.dataset].cacheable and data.cache):
                 continue
             identity = _relevant(flat)
             if identity not in seen:

@@ -33,6 +33,7 @@ from raysweep.config import (
     validate_model,
 )
 from raysweep.errors import RaysweepError
+from raysweep.registry import DATASETS
 from raysweep.tune.sweep_config import DistributionConfig, SchedulerConfig, SweepConfig
 
 CELL_KEY = "cell"
@@ -198,14 +199,16 @@ MAX_GENERATED_IMAGES = 20_000_000  # the loop shuffles a list of every index to 
 
 
 def check_generated_data(expanded: ExpandedSweep) -> None:
-    """Every cell on generated XYSquares has a size the loop can split and leaves at least one
-    training batch after the validation split (folder datasets are checked by the trials, on the
-    machines that hold the folders). Only the geometry is computed: no image is generated."""
-    from raysweep.data.xysquares import XYSquares
+    """Every cell on a generated dataset (``DatasetSpec.generated``: XYSquares) has a size the loop can
+    split and leaves at least one training batch after the validation split (datasets read from
+    folders are checked by the trials, on the machines that hold the folders). Only the dataset's
+    length is computed: a generated dataset's builder makes no image."""
+    import raysweep.data  # noqa: F401  (attaches every dataset's builder to the registry)
 
     seen: set[str] = set()
     for cell in expanded.cells:
-        if cell.flat["data.dataset"] != "xysquares":
+        spec = DATASETS[cell.flat["data.dataset"]]
+        if not spec.generated:
             continue
         data = {k: v for k, v in cell.flat.items() if k.startswith("data.")}
         key = repr(sorted(data.items())) + repr(cell.flat["train.batch_size"])
@@ -214,27 +217,23 @@ def check_generated_data(expanded: ExpandedSweep) -> None:
         seen.add(key)
         data_keys = [k for k in cell.sources if k.startswith("data")]
         where = cell.sources[data_keys[0]] if len(data_keys) == 1 else "trial.data"
-        sq = "data.xysquares."
         try:
-            total = len(XYSquares(
-                image_size=data["data.image_size"], square_size=data[sq + "square_size"], grid_size=data[sq + "grid_size"],
-                grid_spacing=data[sq + "grid_spacing"], num_squares=data[sq + "num_squares"], rgb=data[sq + "rgb"],
-            ))
+            total = len(DATASETS.code(spec.name)(trial_config_from_params(cell.flat).data))
         except RaysweepError as err:
             raise RaysweepError(f"{where}: {err}") from None
         if total > MAX_GENERATED_IMAGES:
             raise RaysweepError(
-                f"{where}: XYSquares here has {total:,} images, too many to split in memory: set "
-                "data.xysquares.grid_size (e.g. 8) to bound the positions per axis"
+                f"{where}: {spec.name} here has {total:,} images, too many to split in memory: make it "
+                f"smaller ({spec.resize_hint})"
             )
         held_out = min(int(data["data.val_size"]), total)
         train = total - held_out if data["data.train_size"] is None else min(int(data["data.train_size"]), total - held_out)
         batch = cell.flat["train.batch_size"]
         if train < batch:
             raise RaysweepError(
-                f"{where}: XYSquares here has {total} images and data.val_size holds out {held_out}, leaving {train} "
-                f"for training, fewer than train.batch_size {batch}: lower data.val_size or train.batch_size, or add "
-                "grid positions (smaller data.xysquares.grid_spacing, larger data.image_size)"
+                f"{where}: {spec.name} here has {total} images and data.val_size holds out {held_out}, leaving {train} "
+                f"for training, fewer than train.batch_size {batch}: lower data.val_size or train.batch_size, or "
+                f"make it larger ({spec.resize_hint})"
             )
 
 
