@@ -25,6 +25,7 @@ import yaml
 
 from raysweep.errors import RaysweepError
 from raysweep.names import CLAIM_SPECS
+from raysweep.storage import SWEEP_FILE
 from raysweep.tracking.operating_points import OPERATING_POINT_TAG, TARGET_RATE_TAG
 from raysweep.tracking.store import (
     DATASET_TAG,
@@ -173,9 +174,9 @@ def sweep_settings(tracking_uri: str, parent_run_ids: list[str]) -> dict[str, di
     settings: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="raysweep_sweeps_") as tmp, _no_progress_bars():
         for run_id in parent_run_ids:
-            if "sweep.yaml" not in {f.path for f in client.list_artifacts(run_id)}:
+            if SWEEP_FILE not in {f.path for f in client.list_artifacts(run_id)}:
                 continue
-            local = client.download_artifacts(run_id, "sweep.yaml", str(Path(tmp) / run_id))
+            local = client.download_artifacts(run_id, SWEEP_FILE, str(Path(tmp) / run_id))
             try:
                 search = (yaml.safe_load(Path(local).read_text()) or {}).get("search") or {}
             except yaml.YAMLError:

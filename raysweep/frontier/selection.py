@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from raysweep.registry import NEURAL_TERMS, PIXEL_TERMS
 from raysweep.tune.matched_rate.points import within_tolerance
 
 #: Relative rate tolerance used when neither the caller nor the sweep (``search.matched_rate.tolerance``) gives one.
@@ -38,8 +39,14 @@ COMPARED_KEYS = frozenset({"loss.lambda_neural", "objective.beta", "objective.ge
 #: Config keys that change where or how a run is kept, not what is trained: never a condition.
 BOOKKEEPING_KEYS = frozenset({"data.root", "data.num_workers", "data.cache", "data.cache_dir", "loss.weights_dir",
                               "train.device", "train.keep_checkpoints", "train.val_every"})
-#: Neural losses whose networks load pretrained weights (``loss.pretrained`` applies to them alone).
-WEIGHTED_LOSSES = frozenset({"lpips", "dinov2"})
+#: The ``loss.neural`` value of the pure pixel-loss runs (lambda = 0 of every neural group), the
+#: default pixel loss (a group's title names any other), the neural losses whose networks load
+#: pretrained weights (``loss.pretrained`` applies to them alone) and each term's own config block
+#: (which applies to its runs alone): all from the term registry.
+NO_NEURAL = next(spec.name for spec in NEURAL_TERMS if not spec.builds_term)
+DEFAULT_PIXEL = PIXEL_TERMS.default
+WEIGHTED_LOSSES = frozenset(spec.name for spec in NEURAL_TERMS if spec.weights)
+TERM_BLOCKS = {spec.block: spec.name for spec in NEURAL_TERMS if spec.block}
 PARAMS = "params."
 
 
@@ -62,12 +69,11 @@ def condition_values(runs: pd.DataFrame) -> pd.DataFrame:
             if c.startswith(PARAMS) and c[len(PARAMS):] not in COMPARED_KEYS | BOOKKEEPING_KEYS]
     values = pd.DataFrame({k: runs[PARAMS + k].map(_text) for k in keys}, index=runs.index)
     neural = runs["loss"].astype(str)
-    losses = set(neural) | WEIGHTED_LOSSES | {"box_blur", "patchgan"}
     targeted = rate_target(runs).notna()
     for key in keys:
-        parts = key.split(".")
-        if parts[0] == "loss" and len(parts) > 2 and parts[1] in losses:
-            values.loc[neural != parts[1], key] = np.nan  # another loss's block
+        owner = next((name for block, name in TERM_BLOCKS.items() if key.startswith(block + ".")), None)
+        if owner is not None:
+            values.loc[neural != owner, key] = np.nan  # another loss's block
         elif key == "loss.pretrained":
             values.loc[~neural.isin(WEIGHTED_LOSSES), key] = np.nan
         elif key.startswith("objective.geco."):
@@ -91,7 +97,7 @@ def split_conditions(members: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     if not varying:
         return [("", members)]
     values = values[varying]
-    neural = members["loss"].astype(str) != "none"
+    neural = members["loss"].astype(str) != NO_NEURAL
     defining = values[neural] if neural.any() else values
     combos = list(dict.fromkeys(tuple(r) for r in defining.itertuples(index=False)))
     out, joined = [], pd.Series(False, index=members.index)
@@ -114,15 +120,15 @@ def groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     lambda = 0; the runs carry their condition in the column ``condition`` ('' when the group has
     one), and the title ends with it."""
     runs = runs.copy()
-    runs["pixel_loss"] = runs["pixel_loss"].fillna("sse")
+    runs["pixel_loss"] = runs["pixel_loss"].fillna(DEFAULT_PIXEL)
     out: list[tuple[str, pd.DataFrame]] = []
     for (dataset, model, pixel), block in runs.groupby(["dataset", "model", "pixel_loss"], sort=True):
-        plain = block[block["loss"] == "none"].assign(lambda_neural=0.0)
-        neural = sorted(set(block["loss"]) - {"none"})
-        suffix = "" if pixel == "sse" else f" / pixel loss {pixel}"
-        for loss in neural or ["none"]:
-            own = block[block["loss"] == loss] if loss != "none" else plain
-            members = pd.concat([own, plain]) if loss != "none" else own
+        plain = block[block["loss"] == NO_NEURAL].assign(lambda_neural=0.0)
+        neural = sorted(set(block["loss"]) - {NO_NEURAL})
+        suffix = "" if pixel == DEFAULT_PIXEL else f" / pixel loss {pixel}"
+        for loss in neural or [NO_NEURAL]:
+            own = block[block["loss"] == loss] if loss != NO_NEURAL else plain
+            members = pd.concat([own, plain]) if loss != NO_NEURAL else own
             for condition, at in split_conditions(members.drop_duplicates("run_id")):
                 title = f"{dataset} / {model} / {loss}{suffix}" + (f" / {condition}" if condition else "")
                 out.append((title, at.assign(condition=condition)))
@@ -133,10 +139,10 @@ def group_key(members: pd.DataFrame) -> dict[str, str]:
     """``dataset``, ``model``, ``loss`` (the group's neural loss, ``none`` for a pixel-only group),
     ``pixel_loss`` and ``condition`` of one group of :func:`groups`."""
     first = members.iloc[0]
-    neural = sorted(set(members["loss"].astype(str)) - {"none"})
+    neural = sorted(set(members["loss"].astype(str)) - {NO_NEURAL})
     pixel = first.get("pixel_loss")
-    return {"dataset": str(first["dataset"]), "model": str(first["model"]), "loss": neural[0] if neural else "none",
-            "pixel_loss": "sse" if pixel is None or pixel != pixel else str(pixel),
+    return {"dataset": str(first["dataset"]), "model": str(first["model"]), "loss": neural[0] if neural else NO_NEURAL,
+            "pixel_loss": DEFAULT_PIXEL if pixel is None or pixel != pixel else str(pixel),
             "condition": str(first.get("condition") or "")}
 
 
