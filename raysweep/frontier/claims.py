@@ -274,7 +274,7 @@ def _note(row: ClaimRow, text: str) -> None:
 def _decide(row: ClaimRow, estimate: S.Estimate, settings: ClaimSettings) -> None:
     """Fill the row's estimate, decision and verdict at this read's level; an estimate that cannot
     carry an interval withholds the row with its reason."""
-    margin = settings.margins.get(row.claim, DEFAULT_MARGINS[row.claim])
+    margin = settings.margins.get(row.claim, CLAIM_SPECS[row.claim].default_margin)
     row.estimate, row.margin, row.looks, row.alpha_bound = estimate, margin, settings.looks, settings.alpha_bound
     row.n_seeds, row.seeds_left_out = estimate.n_seeds, estimate.seeds_left_out
     if estimate.seeds_left_out:

@@ -141,7 +141,7 @@ def text_cells(row: ClaimRow) -> list[str]:
     left_out = str(row.excluded) if row.excluded else ""
     margin = "" if row.margin is None else f"±{row.margin:g}"
     seed_sd = "" if row.seed_slope_sd is None else f"{row.seed_slope_sd:.3g}"
-    return [CLAIM_LABELS[row.claim], row.group, where(row), number(row.slope), interval(row), level_text(row),
+    return [CLAIM_SPECS[row.claim].label, row.group, where(row), number(row.slope), interval(row), level_text(row),
             str(row.verdict), settling_text(row), margin, METHOD_LABELS.get(row.method, row.method), icc_text(row),
             seed_sd, str(row.n), str(row.n_seeds), pooled_seeds_text(row), left_out, row.reason]
 

@@ -37,9 +37,10 @@ from typing import Any
 from raysweep import storage
 from raysweep.errors import RaysweepError
 from raysweep.frontier.claims import DECIDED, ClaimRow, open_rows
-from raysweep.frontier.claims_table import CLAIM_LABELS, where
+from raysweep.frontier.claims_table import where
 from raysweep.frontier.report import sweep_claims
 from raysweep.frontier.statistics import planned_looks
+from raysweep.names import CLAIM_SPECS
 from raysweep.tracking.store import tracking_uri_for
 from raysweep.tune.load import load_sweep_dir
 from raysweep.tune.sweep_config import SweepConfig
@@ -97,7 +98,7 @@ def look_summary(rows: Sequence[ClaimRow], still_open: Sequence[ClaimRow]) -> st
 
 def _line(row: ClaimRow) -> str:
     need = f", ~{row.seeds_needed} seeds projected" if row.seeds_needed else ""
-    return f"  {CLAIM_LABELS[row.claim]} {row.group} {where(row)}: {row.verdict}{need}"
+    return f"  {CLAIM_SPECS[row.claim].label} {row.group} {where(row)}: {row.verdict}{need}"
 
 
 def extend_until_decided(

@@ -1,20 +1,27 @@
 """Sweeps on Ray Tune, top down (a sweep file flows through them in this order).
 
-- ``sweep_config``: the typed sweep file (`trial`, `search` with its `matched_rate` block,
-  `resources`, `tracking`, `failure`, `checkpoint`); the schema only, no Ray;
+- ``sweep_config``: the typed sweep file (`trial`, `search` with its `matched_rate` and `claims`
+  blocks, `resources`, `tracking`, `failure`, `checkpoint`); the schema only, no Ray;
+- ``keys``: dotted and nested spellings of a sweep's keys (one key, one spelling);
 - ``load``: read a sweep file, apply ``--set`` overrides, validate the whole sweep; ``sweep.yaml``;
 - ``space``: cells (cells x grid x seeds), validation of every expanded trial, Tune's param space;
 - ``resources``: the resource plan per trial and the maximum concurrency on a cluster;
 - ``check``: ``raysweep validate`` (describe a sweep and its plan without starting Ray);
-- ``storage``: every path and URI rule of sweeps and trials, text I/O, the Optuna URL;
+- ``prepare``: ``raysweep prepare`` (build the data caches a sweep needs before it runs);
 - ``search``: FIFO / ASHA schedulers and the sweep's searcher (grid, random, Optuna per cell);
-- ``matched_rate/``: ``search.mode: matched_rate`` (points, bisection, searchers, plan);
+- ``matched_rate/``: ``search.mode: matched_rate`` (points, warm, bisection, searchers, plan);
+- ``run_names``: the readable MLflow run name of each trial;
 - ``trainable``: the Tune trial (the loop in-process, or a Ray Train TorchTrainer for DDP);
+- ``placement``: reaping the placement groups of stopped DDP trials;
 - ``console``: what the driver prints while Tune runs;
+- ``graceful``: SIGTERM during a fit stops the trials at their next checkpoint and saves Tune's state;
 - ``run``: ``raysweep sweep`` / ``raysweep resume``;
+- ``growth`` and ``extend``: ``raysweep extend`` (new seeds, cells or grid values into a finished
+  sweep), and the ledger of ``--until-decided``'s looks;
+- ``backfill``: ``raysweep sync`` and the backfill after a resume (reads the sweep for tracking);
 - ``summary``: the end-of-sweep outcome and its table;
 - ``ray_shim``: the private Ray APIs used, each behind one function.
 
-This ``__init__`` imports nothing, so ``raysweep.tune.sweep_config`` (and ``storage``, which
-:mod:`raysweep.tracking` imports) load without Ray.
+Path and URI rules are :mod:`raysweep.storage` (ground floor). This ``__init__`` imports nothing,
+so ``raysweep.tune.sweep_config`` loads without Ray.
 """
