@@ -9,7 +9,8 @@ measures at 3, 5 and 9 seeds and tau in {0, 0.5, 1, 2}:
   seed-blocked one (the method before it, now a diagnostic): coverage of the mean slope and false
   falls/rises at a mean slope of 0, false "negligible" at a mean slope on the margin's edge (-1,
   margin 1), and the power to find a mean slope of -2 (what validity costs);
-- the paired frontier shift's coverage at shifts of 0 and -1.5 nats at 3, 5 and 9 seeds, and its
+- the paired frontier shift's coverage at shifts of 0 and -1.5 nats at 3, 5 and 9 seeds, with each
+  seed's own shift off the mean by N(0, shift_sd^2) for shift_sd 0 and 1, and its
   coverage by how much of the narrower curve's span the two curves share (what
   :data:`raysweep.frontier.claims.MIN_OVERLAP` was chosen from);
 - ``--until-decided`` (3 seeds first, 2 per round, at most 9, Bonferroni over 4 looks) at tau 0 and
@@ -68,10 +69,11 @@ def main() -> int:
                 row[f"power_at_-2_{method}"] = share(at_two, lambda v, lo, hi: v == "down")
             rows.append(row)
             print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-    for seeds in (3, 5, 9):
-        shift0 = shift_decisions(rng, draws, seeds, 0.0)
-        shift1 = shift_decisions(rng, draws, seeds, -1.5)
-        row = {"seeds": seeds, "shift_coverage_paired_at_0": share(shift0, lambda v, lo, hi: lo <= 0.0 <= hi),
+    for shift_sd, seeds in ((sd, k) for sd in (0.0, 1.0) for k in (3, 5, 9)):
+        shift0 = shift_decisions(rng, draws, seeds, 0.0, shift_sd=shift_sd)
+        shift1 = shift_decisions(rng, draws, seeds, -1.5, shift_sd=shift_sd)
+        row = {"shift_sd": shift_sd, "seeds": seeds,
+               "shift_coverage_paired_at_0": share(shift0, lambda v, lo, hi: lo <= 0.0 <= hi),
                "shift_coverage_paired_at_-1.5": share(shift1, lambda v, lo, hi: lo <= -1.5 <= hi),
                "shift_false_verdicts_at_0": share(shift0, lambda v, lo, hi: v in ("down", "up"))}
         rows.append(row)
