@@ -261,11 +261,6 @@ class ClaimRow:
     def seed_slope_sd(self) -> float | None:
         return None if self.estimate is None else self.estimate.seed_slope_sd
 
-    @property
-    def key(self) -> tuple:
-        """What identifies the row across reads of the same sweep (claim, group, where)."""
-        return (self.claim, self.group, self.beta, self.lambda_neural, self.target_rate)
-
 
 def _note(row: ClaimRow, text: str) -> None:
     row.reason = f"{row.reason}; {text}" if row.reason else text

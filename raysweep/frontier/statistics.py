@@ -133,12 +133,6 @@ class Estimate:
         return float(seeds - 1)
 
 
-def seeds_shared(x: Sequence[float], seeds: Sequence[object]) -> bool:
-    """True when some seed has runs at two or more distinct values of `x` (so its slope can be taken)."""
-    frame = pd.DataFrame({"x": np.asarray(x, dtype=float), "seed": list(seeds)})
-    return bool((frame.groupby("seed", dropna=False)["x"].nunique() >= 2).any())
-
-
 def _seed_codes(seeds: Sequence[object]) -> tuple[np.ndarray, int]:
     codes, uniques = pd.factorize(pd.Series(list(seeds), dtype=object), sort=True)
     return codes, len(uniques)
