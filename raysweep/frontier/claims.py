@@ -150,6 +150,12 @@ class ClaimSettings:
         return left if left > 1e-12 else S.ALPHA
 
 
+def _part(part: str, name: str) -> property:
+    """A read-only row attribute: `name` of the row's `part` (its estimate or decision), None without one."""
+    return property(lambda row: None if getattr(row, part) is None else getattr(getattr(row, part), name),
+                    doc=f"{part}.{name}, or None when the row has no {part}")
+
+
 @dataclass
 class ClaimRow:
     """One line of the claims table: where it is taken, an :class:`~raysweep.frontier.statistics.Estimate`
@@ -213,53 +219,22 @@ class ClaimRow:
         """The estimate (claim 1 and 2: per unit lambda; shift: nats), or the single seed's point."""
         return self.estimate.value if self.estimate is not None else self.point
 
-    @property
-    def se(self) -> float | None:
-        return None if self.estimate is None else self.estimate.se
-
-    @property
-    def df(self) -> float | None:
-        return None if self.estimate is None else self.estimate.df
+    # the estimate's and the decision's numbers, read through the row (None where it has none)
+    se = _part("estimate", "se")
+    df = _part("estimate", "df")
+    icc = _part("estimate", "icc")
+    interaction_p = _part("estimate", "interaction_p")
+    seed_slope_sd = _part("estimate", "seed_slope_sd")
+    ci_low = _part("decision", "low")
+    ci_high = _part("decision", "high")
+    eq_low = _part("decision", "eq_low")
+    eq_high = _part("decision", "eq_high")
+    level = _part("decision", "level")
+    seeds_needed = _part("decision", "seeds_needed")
 
     @property
     def method(self) -> str:
         return "" if self.estimate is None else self.estimate.method
-
-    @property
-    def ci_low(self) -> float | None:
-        return None if self.decision is None else self.decision.low
-
-    @property
-    def ci_high(self) -> float | None:
-        return None if self.decision is None else self.decision.high
-
-    @property
-    def eq_low(self) -> float | None:
-        return None if self.decision is None else self.decision.eq_low
-
-    @property
-    def eq_high(self) -> float | None:
-        return None if self.decision is None else self.decision.eq_high
-
-    @property
-    def level(self) -> float | None:
-        return None if self.decision is None else self.decision.level
-
-    @property
-    def seeds_needed(self) -> int | None:
-        return None if self.decision is None else self.decision.seeds_needed
-
-    @property
-    def icc(self) -> float | None:
-        return None if self.estimate is None else self.estimate.icc
-
-    @property
-    def interaction_p(self) -> float | None:
-        return None if self.estimate is None else self.estimate.interaction_p
-
-    @property
-    def seed_slope_sd(self) -> float | None:
-        return None if self.estimate is None else self.estimate.seed_slope_sd
 
 
 def _note(row: ClaimRow, text: str) -> None:
