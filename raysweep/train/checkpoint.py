@@ -105,6 +105,25 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
+def newer_intact_sibling(path: Path) -> Path | None:
+    """The newest intact checkpoint folder beside `path` (same name prefix, a later name, e.g.
+    Tune's ``checkpoint_000001`` beside ``checkpoint_000000``), or None.
+
+    Why: Tune deletes a trial's oldest checkpoint when a newer one is registered
+    (``checkpoint.num_to_keep``) and saves its experiment state pointing at the newer one a moment
+    later. A driver killed between the two leaves a state that records the checkpoint being deleted;
+    the trial then continues from the newer one it had already reported, as the driver would have."""
+    stem = path.name.rstrip("0123456789")
+    if not stem or not path.parent.is_dir():
+        return None
+    newer = sorted((p for p in path.parent.iterdir() if p.is_dir() and p.name.startswith(stem) and p.name > path.name
+                    and p.name[len(stem):].isdigit()), key=lambda p: p.name)
+    for candidate in reversed(newer):
+        if checkpoint_problem(candidate) is None:
+            return candidate
+    return None
+
+
 def latest_good_checkpoint(ckpt_root: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
     """The newest intact checkpoint under `ckpt_root` (or None) and the newer ones skipped as
     damaged, each with its :func:`checkpoint_problem`."""

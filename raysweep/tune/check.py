@@ -29,6 +29,7 @@ import copy
 import json
 import os
 import socket
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -215,12 +216,14 @@ def check_trial_checkpoints(sweep_dir: str) -> None:
     damaged one stops the resume here, naming the file, rather than failing that trial on every
     retry. That is the recorded checkpoint (:func:`raysweep.tune.ray_shim.recorded_checkpoints`),
     not the newest folder on disk: a driver killed while a trial was persisting a checkpoint leaves
-    that folder half written and unrecorded, and the trial continues from the one before. Without
+    that folder half written and unrecorded, and the trial continues from the one before. A driver
+    killed while Tune was replacing the recorded checkpoint by a newer one (``num_to_keep``) leaves
+    the recorded one part-deleted: the trial continues from the newest intact one after it. Without
     a readable experiment state (Tune's own restore then says why) or with a Ray that reads it
     differently, the newest folder of every trial whose loop has not finished is checked. Sweeps on
     object storage are not read here."""
     from raysweep.storage import is_uri
-    from raysweep.train.checkpoint import STATE_FILE, checkpoint_problem
+    from raysweep.train.checkpoint import STATE_FILE, checkpoint_problem, newer_intact_sibling
     from raysweep.tune import ray_shim
 
     if is_uri(sweep_dir):
@@ -245,7 +248,12 @@ def check_trial_checkpoints(sweep_dir: str) -> None:
                 candidates.append((trial_dir.name, checkpoints[-1]))
     for trial_id, checkpoint in candidates:
         problem = checkpoint_problem(checkpoint)
-        if problem is not None:
+        newer = newer_intact_sibling(checkpoint) if problem is not None else None
+        if newer is not None:  # Tune's rotation was deleting the recorded one when the driver stopped
+            print(f"raysweep: trial {trial_id}: the checkpoint Tune recorded ({checkpoint.name}: {problem}) was being "
+                  f"replaced when the driver stopped; it continues from {newer.name}, the newest intact one it "
+                  "reported", file=sys.stderr, flush=True)
+        elif problem is not None:
             raise RaysweepError(
                 f"{checkpoint / STATE_FILE}: {problem}: trial {trial_id} cannot continue from the checkpoint Tune "
                 "recorded for it; restore the file from a copy, or run the sweep again under another --name"

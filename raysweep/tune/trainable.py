@@ -195,6 +195,19 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         send(diverged_report(final), None)
 
 
+def intact_resume_dir(resume_from: str | Path) -> str:
+    """The checkpoint folder to resume from: the one Tune restored, or, where Tune's state recorded a
+    checkpoint its rotation was deleting when the driver stopped, the newest intact one the trial
+    reported after it (:func:`raysweep.train.checkpoint.newer_intact_sibling`)."""
+    from raysweep.train.checkpoint import checkpoint_problem, newer_intact_sibling
+
+    path = Path(resume_from)
+    if checkpoint_problem(path) is None:
+        return str(resume_from)
+    newer = newer_intact_sibling(path)
+    return str(newer) if newer is not None else str(resume_from)
+
+
 def _train_in_process(cfg: Any, out_dir: Path, send: Report, outputs_uri: str | None = None) -> dict[str, Any]:
     from ray import tune
 
@@ -209,7 +222,7 @@ def _train_in_process(cfg: Any, out_dir: Path, send: Report, outputs_uri: str | 
         return train(cfg, out_dir, report=report, progress=False)
     restore_outputs(out_dir, outputs_uri)
     with checkpoint.as_directory() as resume_from:
-        return train(cfg, out_dir, report=report, resume_from=resume_from, progress=False)
+        return train(cfg, out_dir, report=report, resume_from=intact_resume_dir(resume_from), progress=False)
 
 
 # ---------------------------------------------------------------------------- DDP workers
@@ -250,7 +263,8 @@ def _torch_trainer_worker(loop_config: dict[str, Any]) -> None:
     else:
         restore_outputs(out_dir, outputs_uri)
         with checkpoint.as_directory() as resume_from:
-            final = train(cfg, loop_config["out_dir"], report=report, resume_from=resume_from, progress=False)
+            final = train(cfg, loop_config["out_dir"], report=report, resume_from=intact_resume_dir(resume_from),
+                          progress=False)
     keep_outputs(out_dir, outputs_uri)
     if final["status"] == "diverged":
         # Every rank sees the same (all-reduced) loss, so every rank reports: report is a barrier.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,6 +131,25 @@ def test_resume_checks_the_checkpoint_tune_recorded_not_a_half_written_newer_one
     assert main(["resume", str(sweep_dir), "--address", ray_address]) == 0
     assert trial_states(sweep_dir)[trial_id] == "TERMINATED"
     assert json.loads((sweep_dir / trial_id / "train" / "final.json").read_text())["status"] == "finished"
+
+    # Tune was deleting the recorded checkpoint (num_to_keep) when the driver stopped, and had a newer,
+    # intact one (seen in a full test run: a SIGKILLed driver's state pointed at a checkpoint whose
+    # state.pt was gone): the trial continues from the newer one instead of the resume being refused.
+    _reopen_trial(sweep_dir, trial_id)
+    status, recorded_path = ray_shim.recorded_checkpoints(
+        sorted(sweep_dir.glob("experiment_state-*.json"))[-1].read_text())[trial_id]
+    rotated = sweep_dir / trial_id / Path(recorded_path).name
+    # an index past Tune's own counter, so the checkpoints the resumed trial writes never meet it
+    newer = rotated.parent / (rotated.name[:-6] + f"{int(rotated.name[-6:]) + 50:06d}")
+    shutil.copytree(rotated, newer)
+    (rotated / STATE_FILE).unlink()
+    capsys.readouterr()
+    assert main(["resume", str(sweep_dir), "--address", ray_address]) == 0
+    assert f"it continues from {newer.name}" in capsys.readouterr().err
+    assert trial_states(sweep_dir)[trial_id] == "TERMINATED"
+    assert json.loads((sweep_dir / trial_id / "train" / "final.json").read_text())["status"] == "finished"
+    shutil.rmtree(rotated)
+    newer.rename(rotated)  # the recorded checkpoint whole again, for the case below
 
     # The recorded checkpoint damaged: refused in one line, nothing started.
     _reopen_trial(sweep_dir, trial_id)
