@@ -106,15 +106,17 @@ def checkpoint_problem(path: Path) -> str | None:
 
 
 def newer_intact_sibling(path: Path) -> Path | None:
-    """The newest intact checkpoint folder beside `path` (same name prefix, a later name, e.g.
-    Tune's ``checkpoint_000001`` beside ``checkpoint_000000``), or None.
+    """Where `path` was deleted (its folder or its ``state.pt`` gone, as Tune's rotation leaves it),
+    the newest intact checkpoint folder beside it (same name prefix, a later name, e.g. Tune's
+    ``checkpoint_000001`` beside ``checkpoint_000000``); else None. A checkpoint that is there but
+    damaged gets None: that is no rotation, and the caller refuses it.
 
     Why: Tune deletes a trial's oldest checkpoint when a newer one is registered
     (``checkpoint.num_to_keep``) and saves its experiment state pointing at the newer one a moment
     later. A driver killed between the two leaves a state that records the checkpoint being deleted;
     the trial then continues from the newer one it had already reported, as the driver would have."""
     stem = path.name.rstrip("0123456789")
-    if not stem or not path.parent.is_dir():
+    if not stem or not path.parent.is_dir() or (path / STATE_FILE).exists():
         return None
     newer = sorted((p for p in path.parent.iterdir() if p.is_dir() and p.name.startswith(stem) and p.name > path.name
                     and p.name[len(stem):].isdigit()), key=lambda p: p.name)
