@@ -1,5 +1,7 @@
-"""The registries of two extension points whose names the config validates: datasets
-(``data.dataset``) and reconstruction terms (``loss.neural``, ``loss.pixel``).
+"""The registries of the extension points whose names the config validates: datasets
+(``data.dataset``), reconstruction terms (``loss.neural``, ``loss.pixel``), search modes
+(``search.mode``) and matched-rate strategies (``search.matched_rate.strategy``). Claims have theirs in
+:mod:`raysweep.names` (``CLAIM_SPECS``), beside the metric names they read.
 
 Each registry has two halves, and this module holds the first:
 
@@ -10,7 +12,8 @@ Each registry has two halves, and this module holds the first:
   these specs; no other module compares a dataset's or a term's name.
 - the **code** (a dataset's builder, a term's constructor), attached where it is defined with
   ``@DATASETS.builds("name")`` / ``@NEURAL_TERMS.builds("name")`` when ``raysweep.data`` or
-  ``raysweep.losses`` is imported.
+  ``raysweep.losses`` is imported, ``@SEARCH_MODES.builds("name")`` when ``raysweep.tune.modes`` is, and
+  ``@MATCHED_RATE_STRATEGIES.builds("name")`` when ``raysweep.tune.matched_rate.searchers`` is.
 
 Why the specs live here, on the ground floor, rather than being registered by the modules that define
 the code (timm's pattern): ``config`` sits below ``data`` and ``losses`` and may import neither, lazy
@@ -22,7 +25,8 @@ is attached beside its definition; a registry refuses code for an undeclared nam
 builder for one name, and ``tests/test_registry.py`` checks that every spec has its code once both
 packages are imported.
 
-Adding a dataset or a term: its own file (with its ``builds`` registration), one spec below, its tests.
+Adding a dataset, a term, a search mode or a matched-rate strategy: its own file (with its ``builds``
+registration), one spec below, its tests.
 """
 
 from __future__ import annotations
@@ -33,7 +37,19 @@ from typing import Any, Generic, TypeVar
 
 from raysweep.errors import RaysweepError
 
-__all__ = ["DATASETS", "NEURAL_TERMS", "PIXEL_TERMS", "DatasetSpec", "Registry", "Spec", "TermSpec"]
+__all__ = [
+    "DATASETS",
+    "MATCHED_RATE_STRATEGIES",
+    "NEURAL_TERMS",
+    "PIXEL_TERMS",
+    "SEARCH_MODES",
+    "DatasetSpec",
+    "Registry",
+    "SearchModeSpec",
+    "Spec",
+    "StrategySpec",
+    "TermSpec",
+]
 
 
 @dataclass(frozen=True)
@@ -189,4 +205,62 @@ PIXEL_TERMS: Registry[TermSpec] = Registry("pixel term", "loss.pixel", [
     TermSpec("sse", "sum of squared errors per image"),
     TermSpec("learned_sigma_scalar", "Gaussian likelihood with one learned sigma (LS-VAE)", balancer_cancels=True),
     TermSpec("learned_sigma_pixel", "Gaussian likelihood with a per-pixel sigma from the decoder (LV-VAE)"),
+])
+
+
+# ---------------------------------------------------------------------------------- search modes
+@dataclass(frozen=True)
+class SearchModeSpec(Spec):
+    """A search mode's facts (its code, a :class:`raysweep.tune.modes.SearchMode`, runs it).
+
+    Attributes:
+        samples: draws ``search.num_samples`` trials per cell from ``search.distributions`` (which it
+            then needs); False: one trial per cell, nothing sampled.
+        block: the ``search`` block holding its own settings (``optuna``: ``search.optuna``), which no
+            other mode may set; None when it has none.
+        block_example: what the block holds, for the error when it is missing.
+        extendable: ``raysweep extend`` can add cells to a finished sweep (its trials are fixed points).
+        fixed_beta: every trial trains at the beta its cell sets, so the claims on beta and lambda read
+            its runs as they are (``raysweep extend --until-decided`` grows its seeds).
+    """
+
+    samples: bool = False
+    block: str | None = None
+    block_example: str = ""
+    extendable: bool = False
+    fixed_beta: bool = True
+
+
+SEARCH_MODES: Registry[SearchModeSpec] = Registry("search mode", "search.mode", [
+    SearchModeSpec("grid", "one trial per cell of search.cells x search.grid x search.seeds", extendable=True),
+    SearchModeSpec("random", "search.num_samples random draws of search.distributions per cell", samples=True),
+    SearchModeSpec("optuna", "search.num_samples Optuna TPE suggestions per cell, one study per cell", samples=True,
+                   block="optuna", block_example="with metric and mode, e.g. {metric: psnr, mode: max}"),
+    SearchModeSpec("matched_rate", "per cell, the beta whose converged rate meets each of search.matched_rate.targets",
+                   block="matched_rate", block_example="e.g. {targets: [10.0], tolerance: 0.05, strategy: bisection}",
+                   extendable=True, fixed_beta=False),
+])
+
+
+@dataclass(frozen=True)
+class StrategySpec(Spec):
+    """A matched-rate strategy's facts (its code builds its Tune searcher).
+
+    Attributes:
+        steers: one trial per (cell, target) steers its own beta to the target in training (GECO):
+            the strategy sets ``objective.geco.target_rate``, the operating point's beta is the run's
+            final beta, and no beta is probed; False: trials probe fixed betas, several per task.
+        optuna: its studies live in an Optuna storage (``sqlite:///<sweep dir>/optuna.db`` by default).
+        asha: ASHA on ``rate_error`` is on unless ``search.matched_rate.early_stopping`` says otherwise.
+    """
+
+    steers: bool = False
+    optuna: bool = False
+    asha: bool = False
+
+
+MATCHED_RATE_STRATEGIES: Registry[StrategySpec] = Registry("matched-rate strategy", "search.matched_rate.strategy", [
+    StrategySpec("bisection", "bisection on log beta, the bracket widened until it holds the target"),
+    StrategySpec("optuna", "Optuna TPE on log beta, minimising |log(rate / target)|", optuna=True, asha=True),
+    StrategySpec("geco", "one GECO run per target, its beta steered to the rate target in training", steers=True),
 ])

@@ -95,12 +95,9 @@ def optuna_storage_url(sweep: SweepConfig, sweep_dir: str) -> str | None:
     with the optuna strategy): the configured URL, else SQLite in the sweep's local directory
     (:func:`local_sweep_dir`); None for the other sweeps."""
     search = sweep.search
-    if search.mode == "matched_rate":  # the optuna strategy's per-(cell, target) studies
-        if search.matched_rate is None or search.matched_rate.strategy != "optuna":
-            return None
-    elif search.mode != "optuna" or search.optuna is None:
+    if not search.uses_optuna_storage:
         return None
-    elif search.optuna.storage:
+    if search.optuna is not None and search.optuna.storage:
         return search.optuna.storage
     local = local_sweep_dir(sweep_dir, sweep.name)
     Path(local).mkdir(parents=True, exist_ok=True)

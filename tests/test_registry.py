@@ -15,7 +15,15 @@ import raysweep.losses  # noqa: F401  (attaches every term's class)
 from raysweep.config import DataConfig, LossConfig
 from raysweep.errors import RaysweepError
 from raysweep.losses.base import ReconstructionTerm
-from raysweep.registry import DATASETS, NEURAL_TERMS, PIXEL_TERMS, Registry, Spec
+from raysweep.registry import (
+    DATASETS,
+    MATCHED_RATE_STRATEGIES,
+    NEURAL_TERMS,
+    PIXEL_TERMS,
+    SEARCH_MODES,
+    Registry,
+    Spec,
+)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -98,6 +106,7 @@ def _readme_names(key: str) -> list[str]:
 
 @pytest.mark.parametrize(("key", "registry"), [
     ("data.dataset", DATASETS), ("loss.neural", NEURAL_TERMS), ("loss.pixel", PIXEL_TERMS),
+    ("search.mode", SEARCH_MODES), ("search.matched_rate.strategy", MATCHED_RATE_STRATEGIES),
 ])
 def test_the_readme_key_table_names_exactly_the_registered_entries(key: str, registry: Registry) -> None:
     assert _readme_names(key) == list(registry.names())

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from raysweep.registry import NEURAL_TERMS, PIXEL_TERMS
+from raysweep.registry import NEURAL_TERMS, PIXEL_TERMS, SEARCH_MODES
 from raysweep.tune.matched_rate.points import within_tolerance
 
 #: Relative rate tolerance used when neither the caller nor the sweep (``search.matched_rate.tolerance``) gives one.
@@ -181,7 +181,8 @@ def fixed_beta_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The finished runs of a grid over beta: no rate target, not from a matched-rate sweep."""
     finished = runs["status"] == "finished"
     targeted = rate_target(runs).notna()
-    matched_sweep = _column(runs, "sweep_mode", None).astype(object).eq("matched_rate")
+    searches_beta = [spec.name for spec in SEARCH_MODES if not spec.fixed_beta]  # a matched-rate sweep's probes
+    matched_sweep = _column(runs, "sweep_mode", None).astype(object).isin(searches_beta)
     return runs[finished & ~targeted & ~matched_sweep]
 
 

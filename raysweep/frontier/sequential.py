@@ -41,6 +41,7 @@ from raysweep.frontier.claims_table import where
 from raysweep.frontier.report import sweep_claims
 from raysweep.frontier.statistics import planned_looks
 from raysweep.names import CLAIM_SPECS
+from raysweep.registry import SEARCH_MODES
 from raysweep.tracking.store import tracking_uri_for
 from raysweep.tune.load import load_sweep_dir
 from raysweep.tune.sweep_config import SweepConfig
@@ -137,8 +138,10 @@ def extend_until_decided(
                             "`raysweep extend --set ...` first, then add --until-decided")
     sweep_dir = storage.resolve_sweep_dir(sweep_dir)
     sweep = load_sweep_dir(sweep_dir)
-    if sweep.search.mode != "grid":
-        raise RaysweepError(f"search.mode {sweep.search.mode}: --until-decided adds seeds to grid sweeps only")
+    growable = [spec.name for spec in SEARCH_MODES if spec.extendable and spec.fixed_beta]
+    if sweep.search.mode not in growable:
+        raise RaysweepError(f"search.mode {sweep.search.mode}: --until-decided adds seeds to {' and '.join(growable)} "
+                            "sweeps only")
     seeds = sweep_seeds(sweep)
     config = sweep.search.claims
     per_round = seeds_per_round or config.seeds_per_round

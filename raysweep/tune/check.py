@@ -39,6 +39,7 @@ from raysweep.errors import RaysweepError
 from raysweep.names import FINAL_SUMMARY
 from raysweep.registry import DATASETS
 from raysweep.tune.load import apply_sweep_overrides, load_sweep
+from raysweep.tune.modes import search_mode
 from raysweep.tune.resources import (
     NodeResources,
     local_nodes,
@@ -329,26 +330,7 @@ def validate_sweep(
     except RaysweepError as err:
         raise RaysweepError(f"{path}: {err} (planned on {where})") from None
     lines = [f"{path}: sweep {sweep.name} is valid"]
-    cells = len(expanded.cells)
-    per_cell = f" ({cells} cells x {expanded.samples_per_cell} samples)" if expanded.samples_per_cell > 1 else ""
-    if search.matched_rate is not None:
-        mr = search.matched_rate
-        tasks = cells * len(mr.targets)
-        most = tasks * (1 if mr.strategy == "geco" else mr.max_trials)
-        each = 1 if mr.strategy == "geco" else mr.max_trials
-        seeds = len(search.seeds) if search.seeds is not None else 1  # each seed its own operating points
-        by_seed = f" ({cells // seeds} x {seeds} seeds)" if seeds > 1 else ""
-        lines.append(f"trials: at most {most} ({cells} cell{'s' * (cells != 1)}{by_seed} x {len(mr.targets)} "
-                     f"target{'s' * (len(mr.targets) != 1)} = {tasks} operating point{'s' * (tasks != 1)}, "
-                     f"up to {each} trial{'s' * (each != 1)} each)")
-        lines.append(f"search: matched_rate, strategy {mr.strategy}, targets "
-                     f"{', '.join(f'{t:g}' for t in mr.targets)} nats, tolerance {mr.tolerance:g} (relative)")
-        if mr.strategy != "geco":
-            lines.append(f"  beta bracket [{mr.beta_min:g}, {mr.beta_max:g}], {mr.probes} probes in flight per "
-                         f"(cell, target)" + (", ASHA on rate_error" if mr.uses_asha else ""))
-    else:
-        lines.append(f"trials: {expanded.num_trials}{per_cell}")
-        lines.append(f"search: {search.mode}")
+    lines.extend(search_mode(sweep).describe(expanded))
     for key in expanded.varying_keys:
         values = sorted({repr(cell.flat[key]) for cell in expanded.cells})
         lines.append(f"  {key}: {', '.join(values)}")

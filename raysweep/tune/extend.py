@@ -42,9 +42,11 @@ from typing import Any
 from raysweep import storage
 from raysweep.config import flatten
 from raysweep.errors import RaysweepError
+from raysweep.registry import SEARCH_MODES
 from raysweep.tune.growth import NewCells, identity, restricted, write_extension
 from raysweep.tune.load import apply_sweep_overrides, dump_sweep, load_sweep_dir, sweep_from_dict
-from raysweep.tune.space import ExpandedSweep, build_param_space, expand_sweep
+from raysweep.tune.modes import search_mode
+from raysweep.tune.space import ExpandedSweep, expand_sweep
 from raysweep.tune.summary import SweepOutcome
 from raysweep.tune.sweep_config import SweepConfig
 
@@ -101,9 +103,10 @@ def plan_extension(sweep_dir: str, overrides: list[str]) -> tuple[SweepConfig, E
         raise RaysweepError(f"--set: {err}") from None
     new = sweep_from_dict(raw, source="--set")
     changed = check_only_growth(old, new)
-    if old.search.mode not in ("grid", "matched_rate"):
-        raise RaysweepError(f"search.mode {old.search.mode}: extend grows grid and matched-rate sweeps only (random "
-                            "draws and Optuna studies have no fixed points to add): start a new sweep for more samples")
+    if not SEARCH_MODES[old.search.mode].extendable:
+        grows = " and ".join(spec.name for spec in SEARCH_MODES if spec.extendable)
+        raise RaysweepError(f"search.mode {old.search.mode}: extend grows {grows} sweeps only (random draws and "
+                            "Optuna studies have no fixed points to add): start a new sweep for more samples")
     old_expanded, grown = expand_sweep(old), expand_sweep(new)
     known = {identity(cell) for cell in old_expanded.cells}
     kept = {identity(cell) for cell in grown.cells}
@@ -143,8 +146,6 @@ def extend_sweep(
         fit_gracefully,
         start_ray_for,
     )
-    from raysweep.tune.search import SweepSearcher, build_scheduler
-
     sweep_dir = storage.resolve_sweep_dir(sweep_dir)
     storage.check_storage(sweep_dir)
     sweep, grown, new_cells = plan_extension(sweep_dir, overrides)
@@ -152,32 +153,16 @@ def extend_sweep(
         print(f"raysweep extend: {sweep_dir}: nothing new: all {grown.num_trials} trials of the grown sweep ran "
               "already; nothing started", flush=True)
         return None
-    plan = start_ray_for(sweep, address, sweep_dir)
+    mode = search_mode(sweep)
+    mode.check(grown)
+    plan = start_ray_for(sweep, address, sweep_dir, grown)
     storage.write_text(f"{sweep_dir}/{storage.SWEEP_FILE}", dump_sweep(sweep))
     write_extension(sweep_dir, grown, new_cells)
     reporter, console_callbacks = console_for(sweep, grown, verbose)
-    stop = None
-    if sweep.search.mode == "matched_rate":
-        from raysweep.tune.matched_rate.plan import (
-            earlier_operating_points,
-            matched_rate_param_space,
-            matched_rate_tune_config,
-        )
-
-        # the new tasks start warm from the points already found (and rerun none of them)
-        tune_config, stop = matched_rate_tune_config(sweep, new_cells, sweep_dir, plan,
-                                                     known_points=earlier_operating_points(sweep_dir))
-        param_space = matched_rate_param_space(sweep, grown)
-    else:
-        searcher = SweepSearcher(new_cells, mode="grid", max_concurrent=plan.max_concurrent,
-                                 random_seed=sweep.search.random_seed, study_prefix=sweep.name)
-        tune_config = tune.TuneConfig(
-            search_alg=searcher, scheduler=build_scheduler(sweep.search, grown), num_samples=len(new_cells.cells),
-            trial_dirname_creator=storage.trial_dirname, trial_name_creator=storage.trial_name, reuse_actors=True,
-        )
-        param_space = build_param_space(grown)
+    tune_config, stop = mode.tune_config(new_cells, grown, sweep_dir, plan, extension=True)
+    param_space = mode.param_space(grown)
     root, name = storage.split_sweep_dir(sweep_dir)
-    all_callbacks = [*build_callbacks(sweep, sweep_dir), *console_callbacks, *(callbacks or [])]
+    all_callbacks = [*build_callbacks(sweep, sweep_dir, grown), *console_callbacks, *(callbacks or [])]
     run_config = tune.RunConfig(
         name=name, storage_path=root, stop=stop, callbacks=all_callbacks,
         verbose=verbose, progress_reporter=reporter,

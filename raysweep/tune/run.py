@@ -21,20 +21,16 @@ import threading
 from typing import Any
 
 from raysweep.errors import RaysweepError
-from raysweep.names import KEY_METRICS
 from raysweep.storage import (
     SWEEP_FILE,
     check_storage,
     download_outputs,
     driver_outputs_dir,
     is_uri,
-    optuna_storage_url,
     read_text,
     resolve_sweep_dir,
     split_sweep_dir,
     sweep_dir_for,
-    trial_dirname,
-    trial_name,
     trial_outputs_uri,
     write_text,
 )
@@ -44,24 +40,19 @@ from raysweep.tune.check import check_sweep_inputs, check_tracking_store, check_
 from raysweep.tune.graceful import StopAtCheckpoint, grace_seconds, stop_gracefully_on_sigterm
 from raysweep.tune.growth import newest_experiment_cells
 from raysweep.tune.load import dump_sweep, load_sweep_dir
-from raysweep.tune.matched_rate.plan import (
-    matched_rate_param_space,
-    matched_rate_tune_config,
-    record_operating_points,
-)
-from raysweep.tune.matched_rate.points import BETA_KEY, GECO_TARGET_KEY, RATE_ERROR
+from raysweep.tune.modes import search_mode
 from raysweep.tune.resources import ResourcePlan, local_nodes, nodes_from_ray, plan_resources
 from raysweep.tune.run_names import run_namer
-from raysweep.tune.search import SweepSearcher, build_scheduler
-from raysweep.tune.space import ExpandedSweep, build_param_space, expand_sweep, flat_trial_params
+from raysweep.tune.space import ExpandedSweep, expand_sweep, flat_trial_params
 from raysweep.tune.summary import SweepOutcome, summarize
 from raysweep.tune.sweep_config import SweepConfig
 from raysweep.tune.trainable import TrialContext, placement_group_reaper, run_trial
 
 
 # ---------------------------------------------------------------------------- hooks
-def build_callbacks(sweep: SweepConfig, sweep_dir: str) -> list[Any]:
-    """The Tune callbacks a sweep runs with (trackers such as MLflow add theirs here).
+def build_callbacks(sweep: SweepConfig, sweep_dir: str, expanded: ExpandedSweep | None = None) -> list[Any]:
+    """The Tune callbacks a sweep runs with (trackers such as MLflow add theirs here); `expanded`:
+    the sweep's cells when already expanded.
 
     Called for a new sweep and again on ``resume``, so callbacks are created fresh each time. The
     MLflow callback runs in the driver, the one writer of every run, and finds existing parent and
@@ -85,26 +76,18 @@ def build_callbacks(sweep: SweepConfig, sweep_dir: str) -> list[Any]:
         mlflow_callback(
             root, name, tracking_uri=sweep.tracking.uri, experiment=sweep.tracking.experiment,
             params_fn=flat_trial_params, sweep_config=sweep.model_dump(mode="json"), output_dirs_fn=output_dirs_fn,
-            drain_timeout_s=sweep.tracking.drain_timeout_s, run_name_fn=run_namer(sweep),
+            drain_timeout_s=sweep.tracking.drain_timeout_s, run_name_fn=run_namer(sweep, expanded),
         ),
         # DDP trials: free the worker groups of stopped and failed trials (see trainable).
         *([placement_group_reaper()] if sweep.resources.workers > 1 else []),
     ]
 
 
-def _swept_keys(sweep: SweepConfig, expanded: ExpandedSweep) -> tuple[list[str], list[str]]:
-    """(parameters, metrics) the console shows: the keys the sweep varies (with the key a
-    matched-rate search sets itself) and the key metrics (with ``rate_error`` for matched rate)."""
-    keys = expanded.varying_keys + [k for k in expanded.distributions if k not in expanded.varying_keys]
-    matched = sweep.search.matched_rate
-    if sweep.search.mode == "matched_rate" and matched is not None:
-        return [*keys, GECO_TARGET_KEY if matched.strategy == "geco" else BETA_KEY], [*KEY_METRICS, RATE_ERROR]
-    return keys, list(KEY_METRICS)
-
-
 def console_for(sweep: SweepConfig, expanded: ExpandedSweep, verbose: int) -> tuple[Any, list[Any]]:
     """(progress reporter, callbacks) of the console at `verbose` (0: silent)."""
-    parameters, metrics = _swept_keys(sweep, expanded)
+    # the keys the sweep varies, those a searcher sets itself and the key metrics (the mode's)
+    keys = expanded.varying_keys + [k for k in expanded.distributions if k not in expanded.varying_keys]
+    parameters, metrics = search_mode(sweep).console_keys(keys)
     if verbose < 1:
         return None, []
     return console.progress_reporter(parameters, metrics), [console.TrialLines(parameters, metrics)]
@@ -142,11 +125,12 @@ def plan_for(sweep: SweepConfig) -> ResourcePlan:
     return plan_resources(sweep.resources, nodes)
 
 
-def start_ray_for(sweep: SweepConfig, address: str | None, sweep_dir: str | None = None) -> ResourcePlan:
+def start_ray_for(sweep: SweepConfig, address: str | None, sweep_dir: str | None = None,
+                  expanded: ExpandedSweep | None = None) -> ResourcePlan:
     """Reject an impossible plan, an unreachable tracking server or cluster, a missing data folder
     and (given the `sweep_dir`) a SQLite tracking store on a network filesystem before starting
-    Ray, start (or join) Ray, plan on its nodes."""
-    check_sweep_inputs(sweep, address)
+    Ray, start (or join) Ray, plan on its nodes. `expanded`: the sweep's cells when already expanded."""
+    check_sweep_inputs(sweep, address, expanded)
     if sweep_dir is not None:
         check_tracking_store(sweep, sweep_dir)
     if address is None:
@@ -163,12 +147,6 @@ def build_trainable(sweep: SweepConfig, sweep_dir: str, plan: ResourcePlan) -> A
     ctx = TrialContext(sweep_dir=sweep_dir, sweep_name=sweep.name, plan=plan,
                        max_failures=sweep.failure.max_failures, num_to_keep=sweep.checkpoint.num_to_keep)
     return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), plan.trial_resources())
-
-
-def _param_space(sweep: SweepConfig, expanded: ExpandedSweep) -> dict[str, Any]:
-    if sweep.search.mode == "matched_rate":
-        return matched_rate_param_space(sweep, expanded)
-    return build_param_space(expanded)
 
 
 # ------------------------------------------------------------------------------ sweep
@@ -198,34 +176,14 @@ def run_sweep(
             f"{sweep_dir} already holds a sweep: continue it with `raysweep resume {sweep_dir}`, or choose another "
             "--name or --storage"
         )
-    scheduler = build_scheduler(sweep.search, expanded)
-    plan = start_ray_for(sweep, address, sweep_dir)
+    mode = search_mode(sweep)
+    mode.check(expanded)
+    plan = start_ray_for(sweep, address, sweep_dir, expanded)
+    tune_config, stop = mode.tune_config(expanded, expanded, sweep_dir, plan)
     write_text(f"{sweep_dir}/{SWEEP_FILE}", dump_sweep(sweep))
-    search = sweep.search
     reporter, console_callbacks = console_for(sweep, expanded, verbose)
-    all_callbacks = [*build_callbacks(sweep, sweep_dir), *console_callbacks, *(callbacks or [])]
-    if search.mode == "matched_rate":
-        tune_config, stop = matched_rate_tune_config(sweep, expanded, sweep_dir, plan)
-        assert search.matched_rate is not None
-        print(f"raysweep: sweep {sweep.name}: matched rate ({search.matched_rate.strategy}), {len(expanded.cells)} "
-              f"cells x {len(search.matched_rate.targets)} targets, at most {plan.max_concurrent} trials at once; "
-              f"results in {sweep_dir}", flush=True)
-    else:
-        searcher = SweepSearcher(
-            expanded, mode=search.mode, max_concurrent=plan.max_concurrent, random_seed=search.random_seed,
-            optuna=search.optuna, optuna_storage=optuna_storage_url(sweep, sweep_dir), study_prefix=sweep.name,
-        )
-        print(f"raysweep: sweep {sweep.name}: {expanded.num_trials} trials, at most {plan.max_concurrent} at once; "
-              f"results in {sweep_dir}", flush=True)
-        tune_config = tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=expanded.num_trials,
-            trial_dirname_creator=trial_dirname, trial_name_creator=trial_name,
-            # One trial process serves the next trial: no new Python + torch start-up per trial. Not
-            # for DDP trials: a stopped one's process still runs its TorchTrainer (Tune cannot stop
-            # that thread), so reusing it fails, and it must end for its worker group to go.
-            reuse_actors=not plan.uses_trainer,
-        )
-        stop = None
+    all_callbacks = [*build_callbacks(sweep, sweep_dir, expanded), *console_callbacks, *(callbacks or [])]
+    print(mode.announce(expanded, plan, sweep_dir), flush=True)
     root, name = split_sweep_dir(sweep_dir)
     run_config = tune.RunConfig(
         name=name, storage_path=root, callbacks=all_callbacks, verbose=verbose, stop=stop,
@@ -233,7 +191,7 @@ def run_sweep(
         failure_config=tune.FailureConfig(max_failures=sweep.failure.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.checkpoint.num_to_keep),
     )
-    tuner = tune.Tuner(build_trainable(sweep, sweep_dir, plan), param_space=_param_space(sweep, expanded),
+    tuner = tune.Tuner(build_trainable(sweep, sweep_dir, plan), param_space=mode.param_space(expanded),
                        tune_config=tune_config, run_config=run_config)
     return finish_sweep(fit_gracefully(tuner, all_callbacks), sweep, expanded, sweep_dir)
 
@@ -250,14 +208,15 @@ def resume_sweep(
     sweep = load_sweep_dir(sweep_dir)
     expanded = expand_sweep(sweep)
     check_trial_checkpoints(sweep_dir)
-    plan = start_ray_for(sweep, address, sweep_dir)
+    plan = start_ray_for(sweep, address, sweep_dir, expanded)
     if not tune.Tuner.can_restore(sweep_dir):
         raise RaysweepError(f"{sweep_dir}: no Tune experiment state to resume (the sweep never started?)")
     tuner = tune.Tuner.restore(sweep_dir, trainable=build_trainable(sweep, sweep_dir, plan),
-                               param_space=_param_space(sweep, expanded), resume_unfinished=True, resume_errored=True)
+                               param_space=search_mode(sweep).param_space(expanded), resume_unfinished=True,
+                               resume_errored=True)
     # Callbacks are not carried over from the interrupted run: build them again, as for a new sweep.
     reporter, console_callbacks = console_for(sweep, expanded, verbose)
-    all_callbacks = [*build_callbacks(sweep, sweep_dir), *console_callbacks, *(callbacks or [])]
+    all_callbacks = [*build_callbacks(sweep, sweep_dir, expanded), *console_callbacks, *(callbacks or [])]
     ray_shim.set_restored_run_config(tuner, all_callbacks, verbose, reporter)
     print(f"raysweep: resuming sweep {sweep.name} in {sweep_dir}", flush=True)
     # A grown sweep's newest experiment runs only the trials `raysweep extend` added (tune.growth).
@@ -276,10 +235,10 @@ def fit_gracefully(tuner: Any, callbacks: list[Any]) -> Any:
 
 
 def finish_sweep(results: Any, sweep: SweepConfig, expanded: ExpandedSweep, sweep_dir: str) -> SweepOutcome:
-    """The sweep's :class:`~raysweep.tune.summary.SweepOutcome`; for a matched-rate sweep with its
-    operating points (written and logged here)."""
+    """The sweep's :class:`~raysweep.tune.summary.SweepOutcome`, with what its search mode derives
+    from the finished run (a matched-rate sweep's operating points, written and logged then)."""
+    mode = search_mode(sweep)
     outcome = summarize(results, sweep, expanded, sweep_dir)
-    if sweep.search.mode == "matched_rate" and sweep.search.matched_rate is not None:
-        outcome.num_trials_expected = len(expanded.cells) * len(sweep.search.matched_rate.targets)
-        outcome.operating_points, outcome.operating_points_dir = record_operating_points(results, sweep, sweep_dir)
+    outcome.num_trials_expected = mode.expected_trials(expanded)
+    mode.finish(outcome, results, sweep_dir)
     return outcome

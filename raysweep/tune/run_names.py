@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raysweep import storage
-from raysweep.tune.matched_rate.points import BETA_KEY, GECO_TARGET_KEY, META_KEY
+from raysweep.tune.matched_rate.points import GECO_TARGET_KEY, META_KEY, TARGET_KEY
+from raysweep.tune.modes import search_mode
 from raysweep.tune.space import ExpandedSweep, expand_sweep
 from raysweep.tune.sweep_config import SweepConfig
 
 SEED_KEY = "train.seed"
 #: The matched-rate target of a bisection or Optuna probe, which is not a trial key.
-TARGET = "_target"
+TARGET = TARGET_KEY
 #: Keys shown by the paper's symbol.
 SYMBOLS = {"loss.lambda_neural": "λ", "objective.beta": "β", GECO_TARGET_KEY: "R*", TARGET: "R*"}
 #: Categorical keys whose value is shown alone (``box_blur``, not ``neural=box_blur``).
@@ -167,34 +168,28 @@ def swept_keys(sweep: SweepConfig, expanded: ExpandedSweep) -> list[str]:
         if _determined(key, [k for k in keys if k != key] + [SEED_KEY], expanded):
             keys.remove(key)
     keys += [k for k in expanded.distributions if k not in keys and k != SEED_KEY]
-    matched = sweep.search.matched_rate
-    if sweep.search.mode == "matched_rate" and matched is not None:
-        if len(matched.targets) > 1:
-            keys.append(GECO_TARGET_KEY if matched.strategy == "geco" else TARGET)
-        if matched.strategy != "geco":
-            keys.append(BETA_KEY)
-    return keys
+    return keys + [k for k in search_mode(sweep).searched_keys() if k not in keys]
 
 
 def run_namer(sweep: SweepConfig, expanded: ExpandedSweep | None = None, sweep_dir: str | None = None) -> RunNamer:
     """The :class:`RunNamer` of `sweep` (`expanded`: its cells, when already expanded; `sweep_dir`:
     where its trials' Tune configs are, for ``sync``)."""
     expanded = expanded if expanded is not None else expand_sweep(sweep)
+    mode = search_mode(sweep)
+    searched = mode.searched_keys()
     keys = swept_keys(sweep, expanded)
     first = expanded.cells[0].flat
     labels = _labels(keys, first)
-    matched = sweep.search.matched_rate if sweep.search.mode == "matched_rate" else None
     digits = {}
     for key in keys:
-        if key in expanded.distributions or key == BETA_KEY and matched is not None:
+        if key in expanded.distributions or key in searched and searched[key] is None:
             digits[key] = SAMPLED_DIGITS
-        elif key in (TARGET, GECO_TARGET_KEY) and matched is not None:
-            digits[key] = _digits(list(matched.targets))
+        elif key in searched:
+            digits[key] = _digits(list(searched[key] or []))
         else:
             digits[key] = _digits([c.flat.get(key) for c in expanded.cells])
-    # Probes of one (cell, target) and draws within a cell are not fixed by the file; a GECO run is
-    # (one per cell and target).
-    with_id = expanded.samples_per_cell > 1 or (matched is not None and matched.strategy != "geco")
+    # Draws within a cell and probes of one (cell, target) are not fixed by the file (the mode says).
+    with_id = mode.repeats_within_cell(expanded)
     namer = RunNamer(tuple(keys), labels, digits, with_id=with_id, sweep_dir=sweep_dir)
     names: dict[str, int] = {}
     for cell in expanded.cells:

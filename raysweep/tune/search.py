@@ -1,14 +1,18 @@
-"""Schedulers and the sweep's searcher.
+"""Schedulers and the searchers of the modes that hand out trials cell by cell.
 
-:class:`SweepSearcher` hands out every trial of a sweep, cell by cell (see
-:mod:`raysweep.tune.space`): once per cell in grid mode, ``num_samples`` random draws per cell in
-random mode, and ``num_samples`` Optuna TPE suggestions per cell in optuna mode, with one
-``OptunaSearch`` (one Optuna study) per cell. That is how a grid combines with Optuna, which Ray
-forbids inside one ``OptunaSearch``. The searcher also caps the number of trials in flight at the
-resource plan's concurrency, and its whole state (including the live trials) is pickled with the
-experiment, so ``Tuner.restore`` continues exactly where the sweep stopped. Optuna studies are
-stored in an RDB storage (``sqlite:///<sweep dir>/optuna.db`` by default) that survives a resume
-and that ``optuna-dashboard`` opens.
+A :class:`CellSearcher` hands out every trial of a sweep, cell by cell (see
+:mod:`raysweep.tune.space`), round robin over the cells, with at most the resource plan's
+concurrency in flight; its whole state (the live trials included) is pickled with the experiment,
+so ``Tuner.restore`` continues exactly where the sweep stopped. What a trial of a cell gets beyond
+the cell's own keys is its subclass's: nothing (:class:`GridSearcher`, once per cell), a random
+draw of ``search.distributions`` (:class:`RandomSearcher`, ``num_samples`` per cell), or an Optuna
+TPE suggestion (:class:`OptunaCellSearcher`, ``num_samples`` per cell from one ``OptunaSearch``, one
+Optuna study, per cell: how a grid combines with Optuna, which Ray forbids inside one
+``OptunaSearch``). Optuna studies are stored in an RDB storage (``sqlite:///<sweep dir>/optuna.db``
+by default) that survives a resume and that ``optuna-dashboard`` opens.
+
+The matched-rate strategies' searchers (:mod:`raysweep.tune.matched_rate.searchers`) are Tune
+searchers too; which searcher a sweep runs is its search mode's (:mod:`raysweep.tune.modes`).
 
 ASHA counts time in validations: every report of the training loop is one ``training_iteration``.
 """
@@ -50,15 +54,15 @@ def sample_distribution(dist: DistributionConfig, rng: np.random.Generator) -> A
     return int(rng.integers(low, high))
 
 
-class SweepSearcher(Searcher):
-    """Suggests every trial of a sweep (see the module docstring).
+class CellSearcher(Searcher):
+    """Hands out ``expanded.samples_per_cell`` trials per cell (see the module docstring); a
+    subclass says what each trial gets beyond its cell's keys (:meth:`_draw`).
 
     Args:
         expanded: the sweep's cells and distributions.
-        mode: ``grid``, ``random`` or ``optuna``.
         max_concurrent: most trials in flight (the resource plan's concurrency).
-        random_seed: seed of the random mode's draws.
-        optuna: metric, mode and sampler seed for the optuna mode.
+        random_seed: seed of the random draws.
+        optuna: metric, mode and sampler seed of the Optuna studies.
         optuna_storage: Optuna storage URL (an RDB URL such as ``sqlite:///.../optuna.db``).
         study_prefix: prefix of the per-cell study names (the sweep name).
     """
@@ -66,7 +70,6 @@ class SweepSearcher(Searcher):
     def __init__(
         self,
         expanded: ExpandedSweep,
-        mode: str,
         max_concurrent: int,
         random_seed: int = 0,
         optuna: OptunaConfig | None = None,
@@ -79,7 +82,6 @@ class SweepSearcher(Searcher):
         self._labels = [cell.label() for cell in expanded.cells]
         self._samples = expanded.samples_per_cell
         self._distributions = dict(expanded.distributions)
-        self._mode = mode
         self._max_concurrent = max(1, max_concurrent)
         self._rng = np.random.default_rng(random_seed)
         self._optuna = optuna
@@ -88,6 +90,10 @@ class SweepSearcher(Searcher):
         self._inner: dict[int, Searcher] = {}
         self._issued = [0] * len(self._cells)
         self._live: dict[str, int] = {}
+
+    def _draw(self, cell: int, trial_id: str) -> dict[str, Any] | None:
+        """What trial `trial_id` of `cell` gets beyond the cell's keys; None: nothing yet (ask later)."""
+        raise NotImplementedError
 
     # ----------------------------------------------------------------------------- Searcher API
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
@@ -100,14 +106,9 @@ class SweepSearcher(Searcher):
         cell = self._next_cell()
         if cell is None:
             return Searcher.FINISHED
-        if self._mode == "optuna":
-            sampled = self._study(cell).suggest(trial_id)
-            if sampled is None or sampled == Searcher.FINISHED:
-                return None
-        elif self._mode == "random":
-            sampled = {k: sample_distribution(d, self._rng) for k, d in self._distributions.items()}
-        else:
-            sampled = {}
+        sampled = self._draw(cell, trial_id)
+        if sampled is None:
+            return None
         self._issued[cell] += 1
         self._live[trial_id] = cell
         return {**self._cells[cell], **sampled}
@@ -167,6 +168,30 @@ class SweepSearcher(Searcher):
             return None
         return min(open_cells, key=lambda i: (self._issued[i], i))
 
+class GridSearcher(CellSearcher):
+    """``search.mode: grid``: each cell once, as the sweep file fixes it."""
+
+    def _draw(self, cell: int, trial_id: str) -> dict[str, Any]:
+        return {}
+
+
+class RandomSearcher(CellSearcher):
+    """``search.mode: random``: ``num_samples`` independent draws of ``search.distributions`` per cell,
+    reproducible from ``search.random_seed``."""
+
+    def _draw(self, cell: int, trial_id: str) -> dict[str, Any]:
+        return {k: sample_distribution(d, self._rng) for k, d in self._distributions.items()}
+
+
+class OptunaCellSearcher(CellSearcher):
+    """``search.mode: optuna``: ``num_samples`` TPE suggestions per cell from the cell's own study."""
+
+    def _draw(self, cell: int, trial_id: str) -> dict[str, Any] | None:
+        sampled = self._study(cell).suggest(trial_id)
+        if sampled is None or sampled == Searcher.FINISHED:
+            return None
+        return sampled
+
     def _study(self, cell: int) -> Searcher:
         """This cell's OptunaSearch (its own study in the shared storage), created on first use."""
         if cell not in self._inner:
@@ -183,6 +208,7 @@ class SweepSearcher(Searcher):
                 sampler=optuna.samplers.TPESampler(seed=seed), study_name=name[:500], storage=storage,
             )
         return self._inner[cell]
+
 
 
 def _finite(value: Any) -> bool:

@@ -173,7 +173,22 @@ def validate_trial_tree(tree: dict[str, Any], sources: dict[str, str], label: st
 
 
 def expand_sweep(sweep: SweepConfig) -> ExpandedSweep:
-    """All cells of `sweep`, each validated; the bounds of every distribution validated too."""
+    """All cells of `sweep`, each validated; the bounds of every distribution validated too.
+
+    A sweep is expanded once: the expansion is kept on the sweep with the content it was made from,
+    and handed back while that content is unchanged (validating a sweep, checking its inputs,
+    naming its runs and running it all read the one expansion). Treat it as read-only."""
+    content = sweep.model_dump_json()
+    kept = sweep._expansion
+    if kept is not None and kept[0] == content:
+        expanded: ExpandedSweep = kept[1]
+        return expanded
+    expanded = _expand(sweep)
+    sweep._expansion = (content, expanded)
+    return expanded
+
+
+def _expand(sweep: SweepConfig) -> ExpandedSweep:
     base = sweep.trial
     if not isinstance(base, dict):
         raise RaysweepError("trial: expected a mapping with data, model, loss, objective, train")
@@ -191,8 +206,8 @@ def expand_sweep(sweep: SweepConfig) -> ExpandedSweep:
                 values = {**cell.assignments, key: value}
                 sources = {**cell.sources, key: where}
                 validate_trial_tree(_tree(base, values, sources), sources, cell.label())
-    samples = sweep.search.num_samples if sweep.search.mode != "grid" else 1
-    return ExpandedSweep(cells=cells, distributions=dict(sweep.search.distributions), samples_per_cell=samples)
+    return ExpandedSweep(cells=cells, distributions=dict(sweep.search.distributions),
+                         samples_per_cell=sweep.search.samples_per_cell)
 
 
 MAX_GENERATED_IMAGES = 20_000_000  # the loop shuffles a list of every index to split the data
@@ -252,7 +267,7 @@ def build_param_space(expanded: ExpandedSweep) -> dict[str, Any]:
     """Tune's ``param_space``: the constant part of every trial's flat config, plus a placeholder
     domain for each key the sweep varies (so Tune's progress table shows it as a parameter).
 
-    The sweep's searcher (:class:`raysweep.tune.search.SweepSearcher`) fills every placeholder with
+    The sweep's searcher (:mod:`raysweep.tune.search`, :mod:`raysweep.tune.modes`) fills every placeholder with
     a concrete value for each trial.
     """
     from ray import tune

@@ -44,11 +44,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, create_model, field_validator, model_validator
 
 from raysweep.config import TRIAL_BLOCKS, StrictModel, format_validation_error
 from raysweep.errors import RaysweepError
 from raysweep.names import CLAIM_SPECS, METRICS, is_known_metric
+from raysweep.registry import MATCHED_RATE_STRATEGIES, SEARCH_MODES
 from raysweep.tune.keys import flatten_once
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -135,7 +136,7 @@ class MatchedRateSearch(StrictModel):
     targets: list[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]] = Field(
         ..., min_length=1, description="rate targets R* in nats")
     tolerance: float = Field(0.05, gt=0.0, lt=1.0, description="relative: |R / R* - 1| <= tolerance")
-    strategy: Literal["bisection", "optuna", "geco"] = "bisection"
+    strategy: Literal[MATCHED_RATE_STRATEGIES.names()] = MATCHED_RATE_STRATEGIES.default  # type: ignore[valid-type]
     beta_min: float = Field(0.01, gt=0.0, description="initial bracket on beta (bisection widens it if needed)")
     beta_max: float = Field(10.0, gt=0.0)
     probes: int = Field(2, ge=1, description="trials in flight at once per (cell, target)")
@@ -160,7 +161,18 @@ class MatchedRateSearch(StrictModel):
 
     @property
     def uses_asha(self) -> bool:
-        return self.strategy == "optuna" if self.early_stopping is None else self.early_stopping
+        """ASHA on ``rate_error``: as asked, else the strategy's default (``StrategySpec.asha``)."""
+        return MATCHED_RATE_STRATEGIES[self.strategy].asha if self.early_stopping is None else self.early_stopping
+
+    @property
+    def steers(self) -> bool:
+        """Whether the strategy steers one run per task to its target (GECO; ``StrategySpec.steers``)."""
+        return MATCHED_RATE_STRATEGIES[self.strategy].steers
+
+    @property
+    def trials_per_task(self) -> int:
+        """The most trials one (cell, target) may run: one steered run, else ``max_trials`` probes."""
+        return 1 if self.steers else self.max_trials
 
 
 #: Equivalence margins of the claims, one optional field per registered claim (:data:`raysweep.names.CLAIM_SPECS`),
@@ -202,7 +214,7 @@ def _flatten_once(tree: dict[str, Any], where: str) -> dict[str, Any]:
 class SearchConfig(StrictModel):
     """What varies across trials (see the module docstring)."""
 
-    mode: Literal["grid", "random", "optuna", "matched_rate"] = "grid"
+    mode: Literal[SEARCH_MODES.names()] = SEARCH_MODES.default  # type: ignore[valid-type]
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     cells: list[dict[str, Any]] = Field(default_factory=list)
     seeds: list[int] | None = None
@@ -269,24 +281,25 @@ class SearchConfig(StrictModel):
                 raise ValueError("search.seeds: give at least one seed (or leave it out)")
             if any("train.seed" in keys for _, keys in overlaps):
                 raise ValueError("search.seeds repeats over train.seed: do not also set train.seed in grid, cells or distributions")
-        if self.mode == "matched_rate":
-            self._check_matched_rate()
-        elif self.matched_rate is not None:
-            raise ValueError(f"search.matched_rate is only used with search.mode matched_rate (mode is {self.mode})")
-        elif self.mode == "grid":
+        spec = SEARCH_MODES[self.mode]
+        for other in SEARCH_MODES:  # a mode's own block (search.optuna, search.matched_rate) is its alone
+            if other.block is not None and other.block != spec.block and getattr(self, other.block) is not None:
+                raise ValueError(f"search.{other.block} is only used with search.mode {other.name} (mode is {self.mode})")
+        if spec.block is not None and getattr(self, spec.block) is None:
+            raise ValueError(f"search.mode {self.mode} needs a search.{spec.block} block ({spec.block_example})")
+        sampling = [s.name for s in SEARCH_MODES if s.samples]
+        if not spec.fixed_beta:
+            self._check_searches_beta()
+        elif not spec.samples:
             if self.distributions:
-                raise ValueError("search.distributions needs search.mode random or optuna (mode is grid)")
+                raise ValueError(f"search.distributions needs search.mode {' or '.join(sampling)} (mode is {self.mode})")
             if self.num_samples != 1:
-                raise ValueError("search.num_samples > 1 repeats identical grid trials: use search.seeds for repeats, "
-                                 "or search.mode random")
+                raise ValueError(f"search.num_samples > 1 repeats identical {self.mode} trials: use search.seeds for "
+                                 f"repeats, or search.mode {sampling[0]}")
         elif not self.distributions:
             raise ValueError(f"search.mode {self.mode} needs search.distributions (what to sample)")
-        if self.mode == "optuna":
-            if self.optuna is None:
-                raise ValueError("search.mode optuna needs a search.optuna block with metric and mode")
+        if self.optuna is not None:
             check_metric(self.optuna.metric, "search.optuna.metric")
-        elif self.optuna is not None:
-            raise ValueError(f"search.optuna is only used with search.mode optuna (mode is {self.mode})")
         sched = self.scheduler
         if sched.type == "asha":
             if sched.metric is None and self.optuna is not None:
@@ -296,17 +309,15 @@ class SearchConfig(StrictModel):
             check_metric(sched.metric, "search.scheduler.metric")
         return self
 
-    def _check_matched_rate(self) -> None:
-        """The matched-rate mode searches beta (GECO: sets the rate target) itself: the grid and
+    def _check_searches_beta(self) -> None:
+        """A mode that searches beta (matched rate; GECO: sets the rate target) itself: the grid and
         cells hold the other keys only, and nothing is sampled or scheduled besides."""
-        if self.matched_rate is None:
-            raise ValueError("search.matched_rate: required by search.mode matched_rate "
-                             "(e.g. {targets: [10.0], tolerance: 0.05, strategy: bisection})")
+        assert self.matched_rate is not None
         owned = ["objective.beta"]
-        if self.matched_rate.strategy == "geco":
+        if self.matched_rate.steers:
             owned.append("objective.geco.target_rate")
         for key in owned:
-            why = f"search.mode matched_rate ({self.matched_rate.strategy}) searches {key} itself: remove it"
+            why = f"search.mode {self.mode} ({self.matched_rate.strategy}) searches {key} itself: remove it"
             if key in self.grid:
                 raise ValueError(f"search.grid.{key}: {why}")
             for i, cell in enumerate(self.cells):
@@ -314,13 +325,26 @@ class SearchConfig(StrictModel):
                     raise ValueError(f"search.cells[{i}].{key}: {why}")
         if self.distributions:
             raise ValueError(f"search.distributions.{next(iter(self.distributions))}: not used with search.mode "
-                             "matched_rate (the searcher picks beta): remove search.distributions")
+                             f"{self.mode} (the searcher picks beta): remove search.distributions")
         if self.scheduler != SchedulerConfig():
-            raise ValueError("search.scheduler: not used with search.mode matched_rate; set "
+            raise ValueError(f"search.scheduler: not used with search.mode {self.mode}; set "
                              "search.matched_rate.early_stopping (ASHA on rate_error) instead")
         if self.num_samples != 1:
-            raise ValueError("search.num_samples: not used with search.mode matched_rate; set "
+            raise ValueError(f"search.num_samples: not used with search.mode {self.mode}; set "
                              "search.matched_rate.max_trials (trials per cell and target) instead")
+
+    @property
+    def samples_per_cell(self) -> int:
+        """Trials per cell: ``num_samples`` for a sampling mode (``SearchModeSpec.samples``), else 1."""
+        return self.num_samples if SEARCH_MODES[self.mode].samples else 1
+
+    @property
+    def uses_optuna_storage(self) -> bool:
+        """Whether the sweep keeps Optuna studies: the optuna mode's per-cell studies, or a matched-rate
+        strategy's per-(cell, target) ones (``StrategySpec.optuna``)."""
+        if self.matched_rate is not None:
+            return MATCHED_RATE_STRATEGIES[self.matched_rate.strategy].optuna
+        return self.optuna is not None
 
     @property
     def num_targets(self) -> int:
@@ -382,6 +406,8 @@ class SweepConfig(StrictModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     failure: FailureConfig = Field(default_factory=FailureConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    #: The sweep's expansion and the content it was made from (:func:`raysweep.tune.space.expand_sweep`).
+    _expansion: tuple[str, Any] | None = PrivateAttr(None)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-serialisable mapping that :func:`raysweep.tune.load.sweep_from_dict` reads back unchanged."""

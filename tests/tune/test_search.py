@@ -11,14 +11,15 @@ from tune_helpers import asha_stop_iteration, tiny_sweep
 
 from raysweep.errors import RaysweepError
 from raysweep.tune.load import sweep_from_dict
-from raysweep.tune.search import SweepSearcher, build_scheduler
+from raysweep.tune.modes import search_mode
+from raysweep.tune.search import CellSearcher, build_scheduler
 from raysweep.tune.space import CELL_KEY, expand_sweep
 
 
-def _searcher(search: dict, max_concurrent: int = 100, **kwargs) -> SweepSearcher:
+def _searcher(search: dict, max_concurrent: int = 100, **kwargs) -> CellSearcher:
     sweep = sweep_from_dict(tiny_sweep(search=search))
-    return SweepSearcher(expand_sweep(sweep), mode=sweep.search.mode, max_concurrent=max_concurrent,
-                         optuna=sweep.search.optuna, **kwargs)
+    searcher_class = search_mode(sweep).searcher_class()  # the mode's own searcher
+    return searcher_class(expand_sweep(sweep), max_concurrent=max_concurrent, optuna=sweep.search.optuna, **kwargs)
 
 
 def test_grid_hands_out_every_cell_once_within_the_cap() -> None:

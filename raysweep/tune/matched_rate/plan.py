@@ -20,6 +20,7 @@ from typing import Any
 
 from raysweep import storage
 from raysweep.names import OPERATING_POINTS_JSON
+from raysweep.registry import MATCHED_RATE_STRATEGIES
 from raysweep.tune.matched_rate.points import (
     RATE_ERROR,
     SEED_KEY,
@@ -29,13 +30,7 @@ from raysweep.tune.matched_rate.points import (
     read_operating_points,
     write_operating_points,
 )
-from raysweep.tune.matched_rate.searchers import (
-    BisectionSearcher,
-    GecoSearcher,
-    MatchedRateSearcher,
-    OptunaRateSearcher,
-    SupersededTrialStopper,
-)
+from raysweep.tune.matched_rate.searchers import MatchedRateSearcher, SupersededTrialStopper
 from raysweep.tune.resources import ResourcePlan
 from raysweep.tune.space import CELL_KEY, ExpandedSweep, build_param_space, cell_params
 from raysweep.tune.sweep_config import MatchedRateSearch, SweepConfig
@@ -73,19 +68,8 @@ def build_matched_rate_plan(search: MatchedRateSearch, cells: list[Mapping[str, 
     ``training_iteration``; an upper bound is fine). ``optuna_storage``: an Optuna storage for the
     optuna strategy's studies (None: in memory).
     """
-    targets = list(search.targets)
-    searcher: MatchedRateSearcher
-    if search.strategy == "bisection":
-        searcher = BisectionSearcher(cells, targets, tolerance=search.tolerance, beta_min=search.beta_min,
-                                     beta_max=search.beta_max, probes=search.probes, max_trials=search.max_trials,
-                                     stopped_trials=search.stopped_trials, warm=search.warm)
-    elif search.strategy == "optuna":
-        searcher = OptunaRateSearcher(cells, targets, tolerance=search.tolerance, beta_min=search.beta_min,
-                                      beta_max=search.beta_max, probes=search.probes, max_trials=search.max_trials,
-                                      startup_trials=search.optuna_startup_trials, seed=search.seed,
-                                      storage=optuna_storage, warm=search.warm)
-    else:
-        searcher = GecoSearcher(cells, targets, tolerance=search.tolerance, max_trials=1)
+    strategy = MATCHED_RATE_STRATEGIES.code(search.strategy)  # its searcher class (matched_rate.searchers)
+    searcher: MatchedRateSearcher = strategy.from_search(search, cells, optuna_storage)
     scheduler = None
     if search.uses_asha:
         from ray.tune.schedulers import ASHAScheduler

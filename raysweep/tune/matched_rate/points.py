@@ -38,12 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from raysweep.names import OPERATING_POINTS_CSV, OPERATING_POINTS_JSON
+from raysweep.registry import MATCHED_RATE_STRATEGIES
 
 META_KEY = "_matched_rate"
 RATE_ERROR = "rate_error"
 PROGRESS = "progress"
 BETA_KEY = "objective.beta"  # what bisection and optuna search
 GECO_TARGET_KEY = "objective.geco.target_rate"  # what the geco strategy sets
+TARGET_KEY = "_target"  # the rate target of a probing strategy's trial (in its META_KEY), as run names show it
 SEED_KEY = "train.seed"  # search.seeds: each seed of a cell is its own task, with its own operating point
 _MIN_RATE = 1e-6  # nats: a collapsed posterior (rate 0) gets a large but finite rate_error
 
@@ -257,7 +259,8 @@ def derive_operating_points(results: Iterable[Any], tolerance: float = 0.05) -> 
         best = min(done, key=lambda r: rate_error(r.rate, target)) if done else None
         epochs = float(sum(r.epochs for r in recs if math.isfinite(r.epochs)))
         strategy = recs[0].strategy
-        beta = math.nan if best is None else (best.final_beta if strategy == "geco" else best.beta)
+        steers = strategy in MATCHED_RATE_STRATEGIES and MATCHED_RATE_STRATEGIES[strategy].steers
+        beta = math.nan if best is None else (best.final_beta if steers else best.beta)
         rate = math.nan if best is None else best.rate
         points.append(OperatingPoint(
             cell=cell, target_rate=target, beta=beta, rate=rate,

@@ -34,6 +34,7 @@ from typing import Any
 from ray.tune.search import Searcher
 from ray.tune.stopper import Stopper
 
+from raysweep.registry import MATCHED_RATE_STRATEGIES
 from raysweep.tune.matched_rate.bisection import BetaBracket
 from raysweep.tune.matched_rate.points import (
     BETA_KEY,
@@ -49,7 +50,7 @@ from raysweep.tune.matched_rate.points import (
     within_tolerance,
 )
 from raysweep.tune.matched_rate.warm import Prediction, RatePredictor, Task
-from raysweep.tune.sweep_config import StoppedTrials
+from raysweep.tune.sweep_config import MatchedRateSearch, StoppedTrials
 
 
 class MatchedRateSearcher(Searcher):
@@ -68,6 +69,13 @@ class MatchedRateSearcher(Searcher):
     """
 
     strategy = ""
+
+    @classmethod
+    def from_search(cls, search: MatchedRateSearch, cells: list[Mapping[str, Any]] | None,
+                    optuna_storage: Any = None) -> MatchedRateSearcher:
+        """The strategy's searcher of a sweep's ``search.matched_rate`` block over `cells`
+        (``optuna_storage``: where a strategy keeping Optuna studies keeps them; None: in memory)."""
+        raise NotImplementedError
 
     def __init__(self, cells: list[Mapping[str, Any]] | None, targets: list[float], tolerance: float = 0.05,
                  probes: int = 2, max_trials: int = 12, warm: bool = True, active_tasks: int = 2) -> None:
@@ -177,7 +185,7 @@ class MatchedRateSearcher(Searcher):
         record = record_from_result(trial_id, self.configs[trial_id], metrics, error)
         assert record is not None
         self.records.append(record)
-        beta = record.final_beta if self.strategy == "geco" else record.beta
+        beta = record.final_beta if MATCHED_RATE_STRATEGIES[self.strategy].steers else record.beta
         if record.converged and beta > 0:
             self.predictor.add(task, math.log(beta), record.rate)
         self._observe(task, trial_id, record, result)
@@ -203,6 +211,7 @@ class MatchedRateSearcher(Searcher):
             self.__dict__.update(pickle.load(fh))
 
 
+@MATCHED_RATE_STRATEGIES.builds("bisection")
 class BisectionSearcher(MatchedRateSearcher):
     """Bisection on log beta per (cell, target), ``probes`` trials in flight each (see
     :class:`~raysweep.tune.matched_rate.bisection.BetaBracket`). ``stopped_trials`` says what an early-stopped trial proves:
@@ -222,6 +231,13 @@ class BisectionSearcher(MatchedRateSearcher):
     """
 
     strategy = "bisection"
+
+    @classmethod
+    def from_search(cls, search: MatchedRateSearch, cells: list[Mapping[str, Any]] | None,
+                    optuna_storage: Any = None) -> MatchedRateSearcher:
+        return cls(cells, list(search.targets), tolerance=search.tolerance, beta_min=search.beta_min,
+                   beta_max=search.beta_max, probes=search.probes, max_trials=search.max_trials,
+                   stopped_trials=search.stopped_trials, warm=search.warm)
 
     def __init__(self, cells: list[Mapping[str, Any]] | None, targets: list[float], tolerance: float = 0.05,
                  beta_min: float = 0.01, beta_max: float = 10.0, probes: int = 2, max_trials: int = 12,
@@ -253,6 +269,7 @@ class BisectionSearcher(MatchedRateSearcher):
         self.status[task] = bracket.status
 
 
+@MATCHED_RATE_STRATEGIES.builds("optuna")
 class OptunaRateSearcher(MatchedRateSearcher):
     """One ``ray.tune.search.optuna.OptunaSearch`` (TPE over log beta, minimising ``rate_error``)
     per (cell, target). A trial stopped early (by ASHA) is told to Optuna as PRUNED at its last
@@ -273,6 +290,14 @@ class OptunaRateSearcher(MatchedRateSearcher):
     PRIOR_WIDTHS = 3.0
     MIN_PRIOR = 0.5  # log beta
     ENQUEUED = (0.0, -0.5, 0.5, -1.0, 1.0)  # offsets of the enqueued trials, in half-widths
+
+    @classmethod
+    def from_search(cls, search: MatchedRateSearch, cells: list[Mapping[str, Any]] | None,
+                    optuna_storage: Any = None) -> MatchedRateSearcher:
+        return cls(cells, list(search.targets), tolerance=search.tolerance, beta_min=search.beta_min,
+                   beta_max=search.beta_max, probes=search.probes, max_trials=search.max_trials,
+                   startup_trials=search.optuna_startup_trials, seed=search.seed, storage=optuna_storage,
+                   warm=search.warm)
 
     def __init__(self, cells: list[Mapping[str, Any]] | None, targets: list[float], tolerance: float = 0.05,
                  beta_min: float = 0.01, beta_max: float = 10.0, probes: int = 2, max_trials: int = 12,
@@ -340,11 +365,17 @@ class OptunaRateSearcher(MatchedRateSearcher):
             self.status[task] = "exhausted"
 
 
+@MATCHED_RATE_STRATEGIES.builds("geco")
 class GecoSearcher(MatchedRateSearcher):
     """One GECO run per (cell, target): ``objective.geco.target_rate = target``, beta starting at the
     base config's ``objective.beta``. ``max_trials`` > 1 retries a task whose run failed."""
 
     strategy = "geco"
+
+    @classmethod
+    def from_search(cls, search: MatchedRateSearch, cells: list[Mapping[str, Any]] | None,
+                    optuna_storage: Any = None) -> MatchedRateSearcher:
+        return cls(cells, list(search.targets), tolerance=search.tolerance, max_trials=1)
 
     def __init__(self, cells: list[Mapping[str, Any]] | None, targets: list[float], tolerance: float = 0.05,
                  max_trials: int = 1) -> None:
