@@ -172,10 +172,14 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", default=None,
                    help="where sweep directories go: a path (default ./runs) or a URI (s3://, gs://) shared by all nodes")
     p.add_argument("--address", default=None, help="Ray cluster to join (`auto`: the one this runs on); default: start local Ray")
+    p.add_argument("--verbose", action="store_true",
+                   help="print Tune's status table too (every 30 s), besides the trial lines and the progress line")
 
     p = sub.add_parser("resume", help="continue an interrupted sweep from its directory (finished trials are kept)")
     p.add_argument("sweep_dir", help="the sweep directory, STORAGE/NAME (e.g. runs/quickstart)")
     p.add_argument("--address", default=None, help="Ray cluster to join (`auto`: the one this runs on); default: start local Ray")
+    p.add_argument("--verbose", action="store_true",
+                   help="print Tune's status table too (every 30 s), besides the trial lines and the progress line")
 
     p = sub.add_parser("extend", help="grow a finished sweep (more seeds, grid values or cells): runs only the new "
                        "trials, in the same directory, MLflow parent run and report")
@@ -183,6 +187,8 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a grown search.seeds, search.grid.KEY or search.cells, e.g. --set search.seeds=[0,1,2,3]")
     p.add_argument("--address", default=None, help="Ray cluster to join (`auto`: the one this runs on); default: start local Ray")
+    p.add_argument("--verbose", action="store_true",
+                   help="print Tune's status table too (every 30 s), besides the trial lines and the progress line")
     p.add_argument("--until-decided", action="store_true",
                    help="add seeds in rounds until every claim is decided (falls / rises / negligible, shifts down / up) "
                    "or --max-seeds is reached; the false-verdict rate is held at 5%% over every look of the sweep "
@@ -358,6 +364,11 @@ def _print_outcome(outcome: SweepOutcome) -> int:
     return 0 if outcome.complete else 1
 
 
+def _verbosity(args: argparse.Namespace) -> int:
+    """The sweep console's level: 1 (trial lines and the progress line), 2 with ``--verbose`` (Tune's table too)."""
+    return 2 if args.verbose else 1
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from raysweep.tune.check import precheck_sweep_file
     from raysweep.tune.load import load_sweep
@@ -367,7 +378,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep, args.overrides, name=args.name)
     from raysweep.tune.run import run_sweep
 
-    return _print_outcome(run_sweep(sweep, storage=args.storage, address=args.address))
+    return _print_outcome(run_sweep(sweep, storage=args.storage, address=args.address, verbose=_verbosity(args)))
 
 
 def _print_unsent(sweep_dir: str | None = None, uri: str | None = None, experiment: str | None = None) -> None:
@@ -386,7 +397,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from raysweep.tune.run import resume_sweep
 
     _print_unsent(args.sweep_dir)
-    return _print_outcome(resume_sweep(args.sweep_dir, address=args.address))
+    return _print_outcome(resume_sweep(args.sweep_dir, address=args.address, verbose=_verbosity(args)))
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
@@ -395,7 +406,8 @@ def cmd_extend(args: argparse.Namespace) -> int:
 
         result = extend_until_decided(args.sweep_dir, max_seeds=args.max_seeds, seeds_per_round=args.seeds_per_round,
                                       margins=_parse_margins(args.margin), overrides=args.overrides,
-                                      address=args.address, extra_alpha=args.extra_alpha)
+                                      address=args.address, extra_alpha=args.extra_alpha,
+                                      verbose=_verbosity(args))
         return 0 if result.decided or result.stopped_by_budget else 1
     if args.max_seeds is not None or args.seeds_per_round is not None or args.margin or args.extra_alpha is not None:
         raise RaysweepError("--max-seeds, --seeds-per-round, --extra-alpha and --margin go with --until-decided: add it, "
@@ -403,7 +415,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
                             "sweep with --set search.seeds=[...] alone")
     from raysweep.tune.extend import extend_sweep
 
-    outcome = extend_sweep(args.sweep_dir, args.overrides, address=args.address)
+    outcome = extend_sweep(args.sweep_dir, args.overrides, address=args.address, verbose=_verbosity(args))
     return 0 if outcome is None else _print_outcome(outcome)
 
 

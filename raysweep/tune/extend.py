@@ -43,6 +43,7 @@ from raysweep import storage
 from raysweep.config import flatten
 from raysweep.errors import RaysweepError
 from raysweep.registry import SEARCH_MODES
+from raysweep.tune import console
 from raysweep.tune.growth import NewCells, identity, restricted, write_extension
 from raysweep.tune.load import apply_sweep_overrides, dump_sweep, load_sweep_dir, sweep_from_dict
 from raysweep.tune.modes import search_mode
@@ -158,14 +159,14 @@ def extend_sweep(
     plan = start_ray_for(sweep, address, sweep_dir, grown)
     storage.write_text(f"{sweep_dir}/{storage.SWEEP_FILE}", dump_sweep(sweep))
     write_extension(sweep_dir, grown, new_cells)
-    reporter, console_callbacks = console_for(sweep, grown, verbose)
+    reporter, console_callbacks = console_for(sweep, new_cells, verbose)
     tune_config, stop = mode.tune_config(new_cells, grown, sweep_dir, plan, extension=True)
     param_space = mode.param_space(grown)
     root, name = storage.split_sweep_dir(sweep_dir)
     all_callbacks = [*build_callbacks(sweep, sweep_dir, grown), *console_callbacks, *(callbacks or [])]
     run_config = tune.RunConfig(
         name=name, storage_path=root, stop=stop, callbacks=all_callbacks,
-        verbose=verbose, progress_reporter=reporter,
+        verbose=console.tune_verbosity(verbose), progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=sweep.failure.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.checkpoint.num_to_keep),
     )

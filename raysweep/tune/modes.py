@@ -88,6 +88,11 @@ class SearchMode:
         per_cell = f" ({cells} cells x {expanded.samples_per_cell} samples)" if expanded.samples_per_cell > 1 else ""
         return [f"trials: {expanded.num_trials}{per_cell}", f"search: {self.spec.name}"]
 
+    def planned_trials(self, expanded: ExpandedSweep) -> int | None:
+        """The trials the run of `expanded` will start (the progress line's total); None when the
+        search decides as it goes."""
+        return expanded.num_trials
+
     # -------------------------------------------------------------------------------- after
     def expected_trials(self, expanded: ExpandedSweep) -> int:
         """Trials the run of `expanded` should end with (at most, for a mode that stops early)."""
@@ -224,6 +229,9 @@ class MatchedRateMode(SearchMode):
             lines.append(f"  beta bracket [{mr.beta_min:g}, {mr.beta_max:g}], {mr.probes} probes in flight per "
                          f"(cell, target)" + (", ASHA on rate_error" if mr.uses_asha else ""))
         return lines
+
+    def planned_trials(self, expanded: ExpandedSweep) -> int | None:
+        return None  # probes until each (cell, target) is matched or out of trials
 
     def expected_trials(self, expanded: ExpandedSweep) -> int:
         return len(expanded.cells) * len(self.matched.targets)

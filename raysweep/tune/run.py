@@ -84,13 +84,18 @@ def build_callbacks(sweep: SweepConfig, sweep_dir: str, expanded: ExpandedSweep 
 
 
 def console_for(sweep: SweepConfig, expanded: ExpandedSweep, verbose: int) -> tuple[Any, list[Any]]:
-    """(progress reporter, callbacks) of the console at `verbose` (0: silent)."""
+    """(Tune's status table or None, console callbacks) at `verbose`: 0 silent; 1 one line per trial
+    start and end and the progress line (:mod:`raysweep.tune.console`); 2 (``--verbose``) Tune's
+    status table besides. `expanded`: the cells this run starts (an extension's new ones)."""
     # the keys the sweep varies, those a searcher sets itself and the key metrics (the mode's)
+    mode = search_mode(sweep)
     keys = expanded.varying_keys + [k for k in expanded.distributions if k not in expanded.varying_keys]
-    parameters, metrics = search_mode(sweep).console_keys(keys)
+    parameters, metrics = mode.console_keys(keys)
     if verbose < 1:
         return None, []
-    return console.progress_reporter(parameters, metrics), [console.TrialLines(parameters, metrics)]
+    progress = console.Progress(mode.planned_trials(expanded))
+    table = console.progress_reporter(parameters, metrics) if verbose >= console.TABLE_VERBOSITY else None
+    return table, [console.TrialLines(parameters, metrics, progress), progress]
 
 
 # -------------------------------------------------------------------------------- Ray
@@ -164,7 +169,8 @@ def run_sweep(
         storage: where the sweep directory ``<storage>/<sweep.name>`` goes (default ``./runs``).
         address: Ray cluster to join (``auto`` under ``ray job submit``); None starts local Ray.
         callbacks: extra Tune callbacks, run after those of :func:`build_callbacks`.
-        verbose: 1: the console of :mod:`raysweep.tune.console`; 0: silent.
+        verbose: 1: trial lines and the progress line (:mod:`raysweep.tune.console`); 2: Tune's status
+            table besides; 0: silent.
     """
     from ray import tune
 
@@ -186,7 +192,7 @@ def run_sweep(
     print(mode.announce(expanded, plan, sweep_dir), flush=True)
     root, name = split_sweep_dir(sweep_dir)
     run_config = tune.RunConfig(
-        name=name, storage_path=root, callbacks=all_callbacks, verbose=verbose, stop=stop,
+        name=name, storage_path=root, callbacks=all_callbacks, verbose=console.tune_verbosity(verbose), stop=stop,
         progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=sweep.failure.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.checkpoint.num_to_keep),
@@ -217,7 +223,7 @@ def resume_sweep(
     # Callbacks are not carried over from the interrupted run: build them again, as for a new sweep.
     reporter, console_callbacks = console_for(sweep, expanded, verbose)
     all_callbacks = [*build_callbacks(sweep, sweep_dir, expanded), *console_callbacks, *(callbacks or [])]
-    ray_shim.set_restored_run_config(tuner, all_callbacks, verbose, reporter)
+    ray_shim.set_restored_run_config(tuner, all_callbacks, console.tune_verbosity(verbose), reporter)
     print(f"raysweep: resuming sweep {sweep.name} in {sweep_dir}", flush=True)
     # A grown sweep's newest experiment runs only the trials `raysweep extend` added (tune.growth).
     outcome = finish_sweep(fit_gracefully(tuner, all_callbacks), sweep, newest_experiment_cells(sweep_dir, expanded),

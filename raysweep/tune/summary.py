@@ -149,15 +149,26 @@ def format_operating_points(points: Sequence[OperatingPoint]) -> list[str]:
     return [f"operating points ({len(points)}; rate in nats):", *format_table(headers, rows)]
 
 
+#: Most trials the end-of-sweep table lists in full; a larger sweep's lists only the trials that did not
+#: finish (each finished trial's metrics are on its "ended" line, in the report and in MLflow).
+OUTCOME_ROWS = 12
+
+
 def format_outcome(outcome: SweepOutcome, optuna_url: str | None = None) -> str:
     """The end-of-sweep table and where to find everything."""
     headers = ["trial", *outcome.varying_keys, "status", *SUMMARY_COLUMNS]
-    lines = format_table(headers, [[row.get(h) for h in headers] for row in outcome.rows])
+    rows = outcome.rows
+    if len(rows) > OUTCOME_ROWS:
+        rows = [row for row in rows if row["status"] != "finished"]
+    lines = format_table(headers, [[row.get(h) for h in headers] for row in rows]) if rows else []
     counts: dict[str, int] = {}
     for row in outcome.rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-    lines.append("")
-    lines.append(f"{len(outcome.rows)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if lines:
+        lines.append("")
+    lines.append(f"{len(outcome.rows)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                 + (" (the finished trials' metrics: their `ended` lines above, the report, MLflow)"
+                    if len(rows) < len(outcome.rows) else ""))
     lines.append(f"sweep directory: {outcome.sweep_dir}  (per trial: <trial>/train/ holds {METRICS_LOG}, {FINAL_SUMMARY}, plots)")
     if outcome.operating_points_dir is not None:
         lines.extend(["", *format_operating_points(outcome.operating_points)])
