@@ -3,10 +3,9 @@ swept keys and key metrics only, at --verbose), never a trial's whole configurat
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from types import SimpleNamespace
-
-import io
 
 import pytest
 from tune_helpers import tiny_sweep
