@@ -225,6 +225,8 @@ class TrainConfig(StrictModel):
     val_every: int = Field(100, ge=1, description="steps between validations")
     grad_clip: float | None = Field(None, gt=0.0)
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept in OUT/checkpoints")
+    log_images: bool = Field(True, description="at every validation, a grid of fixed validation images over their "
+                             "reconstructions: OUT/reconstructions/step_*.png, an MLflow image at that step in a sweep")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")

@@ -86,6 +86,17 @@ TRIAL_CONFIG = "config.yaml"  # the validated trial configuration
 VARIANCE_PROFILE_CSV = "variance_profile.csv"
 VARIANCE_PROFILE_PNG = "variance_profile.png"
 RECONSTRUCTIONS = "reconstructions.png"
+#: The folder of a validation's reconstruction grids (``train.log_images``), one PNG per step, and the
+#: key they are logged under as MLflow images (``mlflow.log_image(key=..., step=...)``).
+RECONSTRUCTIONS_DIR = "reconstructions"
+RECONSTRUCTIONS_KEY = "reconstructions"
+
+
+def reconstructions_file(step: int) -> str:
+    """The grid of validation `step`, relative to the trial's output folder."""
+    return f"{RECONSTRUCTIONS_DIR}/step_{int(step):08d}.png"
+
+
 #: The metrics a trial's final summary always holds (NaN when never measured, null when withheld),
 #: in the order the CLI's train summary prints them.
 FINAL_KEYS = (RATE, DISTORTION_SSE, MSE, PSNR, ANISOTROPY, AGGREGATED_ANISOTROPY, ACTIVE_UNITS, BETA)

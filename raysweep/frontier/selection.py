@@ -38,7 +38,7 @@ COMPARED_KEYS = frozenset({"loss.lambda_neural", "objective.beta", "objective.ge
                            "loss.neural", "data.dataset", "model.arch", "loss.pixel"})
 #: Config keys that change where or how a run is kept, not what is trained: never a condition.
 BOOKKEEPING_KEYS = frozenset({"data.root", "data.num_workers", "data.cache", "data.cache_dir", "loss.weights_dir",
-                              "train.device", "train.keep_checkpoints", "train.val_every"})
+                              "train.device", "train.keep_checkpoints", "train.val_every", "train.log_images"})
 #: The ``loss.neural`` value of the pure pixel-loss runs (lambda = 0 of every neural group), the
 #: default pixel loss (a group's title names any other), the neural losses whose networks load
 #: pretrained weights (``loss.pretrained`` applies to them alone) and each term's own config block

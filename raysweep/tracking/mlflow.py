@@ -48,7 +48,7 @@ from typing import Any
 from ray import tune
 
 from raysweep.errors import RaysweepError
-from raysweep.names import FINAL_SUMMARY, TRIAL_CONFIG, WITHHELD
+from raysweep.names import FINAL_SUMMARY, TRIAL_CONFIG, WITHHELD, reconstructions_file
 from raysweep.storage import is_uri, local_path, parent_run_key
 from raysweep.tracking import runs, store
 from raysweep.tracking.journal import Journal, journal_path
@@ -143,6 +143,7 @@ class MlflowTrackingCallback(tune.Callback):
         self._client: Any = None
         self._runs: dict[str, str] = {}  # trial id -> child run id
         self._last_step: dict[str, float] = {}  # child run id -> last logged step
+        self._image_step: dict[str, float] = {}  # child run id -> last step whose reconstructions were logged
         self._stopped: set[str] = set()  # child run ids whose trial Tune decided to stop
         self._withheld_tagged: dict[str, bool] = {}  # child run id -> its withheld tag lists a metric
         self._params_tried: set[str] = set()  # child run ids whose params were logged once
@@ -160,6 +161,7 @@ class MlflowTrackingCallback(tune.Callback):
         # picklable, and cached ids are dropped so the restored copy looks them up afresh.
         state = dict(self.__dict__)
         state.update(_client=None, _writer=None, experiment_id=None, parent_run_id=None, _runs={}, _last_step={},
+                     _image_step={},
                      _stopped=set(), _params_tried=set(), _params_full=set(), _withheld_tagged={})
         return state
 
@@ -249,6 +251,7 @@ class MlflowTrackingCallback(tune.Callback):
         last = None if created else run.data.metrics.get("step")  # the latest value = the highest step logged
         if last is not None:
             self._last_step[run_id] = max(self._last_step.get(run_id, -math.inf), last)
+            self._image_step[run_id] = max(self._image_step.get(run_id, -math.inf), last)
         self._runs[trial_id] = run_id
         return run_id
 
@@ -321,6 +324,7 @@ class MlflowTrackingCallback(tune.Callback):
             return False
         now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         runs.log_metrics(self.client, run_id, runs.result_metrics(result, step, now))
+        self._log_reconstructions(trial, run_id, step, now)
         withheld = result.get(WITHHELD)
         if isinstance(withheld, Mapping) or self._withheld_tagged.get(run_id):
             # Metrics left out as unsound are absent from the metrics; the reason goes in a tag
@@ -329,6 +333,21 @@ class MlflowTrackingCallback(tune.Callback):
             self._withheld_tagged[run_id] = isinstance(withheld, Mapping) and bool(withheld)
         self._last_step[run_id] = step
         return True
+
+    def _log_reconstructions(self, trial: Any, run_id: str, step: int, timestamp_ms: int) -> None:
+        """The validation's reconstruction grid (``train.log_images``; the loop writes it before it
+        reports), as an MLflow image at `step`: from the trial's folders on the driver, else those
+        ``output_dirs_fn`` fetches (object storage). A step whose grid was logged is not logged again
+        (a retried job), and a trial without grids logs none."""
+        if step <= self._image_step.get(run_id, -math.inf):
+            return
+        name = reconstructions_file(step)
+        path = find_files(local_trial_dirs(trial), (name,)).get(name)
+        if path is None and self.output_dirs_fn is not None:
+            path = find_files(local_trial_dirs(trial, self._extra_dirs(trial)), (name,)).get(name)
+        if path is not None:
+            runs.log_reconstructions(self.client, run_id, path, step, timestamp_ms)
+            self._image_step[run_id] = step
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """The trial failed and Tune will retry it: tag ``retrying`` and the failure count."""

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import redirect_stdout
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raysweep.names import RECONSTRUCTIONS_KEY
 from raysweep.storage import SWEEP_FILE
 from raysweep.tracking import store
 from raysweep.tracking.results import MLFLOW_STATUS, numeric_metrics, param_text
@@ -185,6 +188,33 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Iterable[Metric]) ->
     metrics = list(metrics)
     for start in range(0, len(metrics), BATCH_METRICS):
         client.log_batch(run_id, metrics=metrics[start : start + BATCH_METRICS])
+
+
+#: An image MLflow's ``log_image(key=, step=)`` wrote: ``images/<key>+step+<step>+timestamp+...`` (``%`` in
+#: MLflow before 3) and its ``+compressed.webp`` thumbnail.
+_IMAGE_FILE = re.compile(rf"^{re.escape(RECONSTRUCTIONS_KEY)}[+%]step[+%](\d+)[+%]timestamp[+%]\d+[+%][^+%]+\.png$")
+
+
+def log_reconstructions(client: MlflowClient, run_id: str, path: Path, step: int,
+                        timestamp_ms: int | None = None) -> None:
+    """A validation's reconstruction grid as an MLflow image at ``step=`` its training step (key
+    :data:`~raysweep.names.RECONSTRUCTIONS_KEY`): the run page shows it per step, the compare view across runs."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        client.log_image(run_id, image, key=RECONSTRUCTIONS_KEY, step=int(step), timestamp=timestamp_ms,
+                         synchronous=True)
+
+
+def logged_reconstruction_steps(client: MlflowClient, run_id: str) -> set[int]:
+    """The steps whose reconstruction grid the run holds as an MLflow image."""
+    steps = set()
+    for info in client.list_artifacts(run_id, "images"):
+        found = _IMAGE_FILE.match(Path(info.path).name)
+        if found:
+            steps.add(int(found.group(1)))
+    return steps
 
 
 def withheld_text(withheld: Any) -> str:

@@ -42,7 +42,7 @@ from typing import Any
 
 from raysweep import storage
 from raysweep.errors import RaysweepError
-from raysweep.names import FINAL_SUMMARY, METRICS_LOG, TRIAL_CONFIG, WITHHELD
+from raysweep.names import FINAL_SUMMARY, METRICS_LOG, TRIAL_CONFIG, WITHHELD, reconstructions_file
 from raysweep.tracking import journal, runs, store
 from raysweep.tracking.results import (
     ARTIFACT_FILES,
@@ -87,6 +87,7 @@ class SyncReport:
     steps: int = 0
     params: int = 0
     artifacts: int = 0
+    images: int = 0
     statuses: int = 0
     tags: int = 0
     pending_removed: bool = False
@@ -94,7 +95,7 @@ class SyncReport:
 
     @property
     def changed(self) -> bool:
-        return any((self.runs_created, self.steps, self.params, self.artifacts, self.statuses, self.tags))
+        return any((self.runs_created, self.steps, self.params, self.artifacts, self.images, self.statuses, self.tags))
 
     def line(self) -> str:
         head = f"raysweep sync: {self.sweep_dir} -> {self.tracking_uri} (experiment {self.experiment}), {self.trials} trials"
@@ -102,7 +103,7 @@ class SyncReport:
             body = "already complete, nothing written"
         else:
             body = (f"created {self.runs_created} runs, logged {self.steps} steps, {self.params} params, "
-                    f"{self.artifacts} artifacts, set {self.statuses} statuses and {self.tags} tags")
+                    f"{self.artifacts} artifacts, {self.images} images, set {self.statuses} statuses and {self.tags} tags")
         tail = f"; {len(self.not_ended)} trials have not ended (resume the sweep)" if self.not_ended else ""
         return f"{head}: {body}{tail}"
 
@@ -292,6 +293,20 @@ class _Syncer:
                     isinstance(r.get(WITHHELD), dict) for r in results):
                 self.set_tag(run, WITHHELD_TAG, runs.withheld_text(withheld))
 
+    def reconstructions(self, run: Any, results: list[dict[str, Any]], folders: list[Path]) -> None:
+        """Each validation's reconstruction grid the trial's folders hold and the run lacks, as an
+        MLflow image at its step (as the callback logs it)."""
+        steps = sorted({result_step(result) for result in results})
+        if not steps:
+            return
+        logged = runs.logged_reconstruction_steps(self.client, run.info.run_id)
+        for step in steps:
+            name = reconstructions_file(step)
+            path = find_files(folders, (name,)).get(name)
+            if step not in logged and path is not None:
+                runs.log_reconstructions(self.client, run.info.run_id, path, step)
+                self.report.images += 1
+
     def artifacts(self, run: Any, folders: list[Path], error: bool) -> None:
         found = find_files(folders, ARTIFACT_FILES + ((TUNE_ERROR,) if error else ()))
         present = {Path(info.path).name for info in self.client.list_artifacts(run.info.run_id)}
@@ -381,6 +396,7 @@ def sync_sweep(sweep_dir: str, sweep: SweepRecord, tracking_uri: str | None = No
             run = syncer.child(existing, parent_id, sweep.name, trial.trial_id, run_name=name)
             syncer.params(run, trial.params)
             syncer.metrics(run, trial.results)
+            syncer.reconstructions(run, trial.results, trial.folders)
             syncer.failures(run, trial)
             ended = trial.tune_status in _ENDED or (
                 trial.tune_status is None and FINAL_SUMMARY in find_files(trial.folders, (FINAL_SUMMARY,)))

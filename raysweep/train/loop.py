@@ -36,7 +36,11 @@ from raysweep.models import build_model
 from raysweep.names import FINAL_KEYS, FINAL_SUMMARY, METRICS_LOG, TRIAL_CONFIG, WITHHELD
 from raysweep.registry import PIXEL_TERMS
 from raysweep.train import distributed as D
-from raysweep.train.artifacts import write_reconstruction_grid, write_variance_profile
+from raysweep.train.artifacts import (
+    write_reconstruction_grid,
+    write_step_reconstructions,
+    write_variance_profile,
+)
 from raysweep.train.checkpoint import META_FILE, load_checkpoint, save_checkpoint
 from raysweep.train.evaluate import LATENT_SAMPLE_KEYS, evaluate, latent_statistics, validation_noise
 from raysweep.train.objective import Objective
@@ -285,6 +289,8 @@ class Trainer:
         self.last_metrics = metrics
         checkpoint = None
         if self.rank == 0:
+            if self.cfg.train.log_images:  # before the log line: the tracker reads it with the result
+                write_step_reconstructions(self.out_dir, self.step, self.model, self.val_set, self.device)
             # Log first, checkpoint second: a crash between the two leaves a log line past the
             # newest checkpoint, which a resume truncates and rewrites; the other order would
             # lose this validation's line for good.
