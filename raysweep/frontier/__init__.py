@@ -8,5 +8,7 @@
 :mod:`~raysweep.frontier.along_training` (each claim at every validation; settled or not),
 :mod:`~raysweep.frontier.sequential` (``raysweep extend --until-decided`` and its ledger),
 :mod:`~raysweep.frontier.operating_points`, :mod:`~raysweep.frontier.pareto`,
-:mod:`~raysweep.frontier.plots` and :mod:`~raysweep.frontier.report` (``raysweep report``).
+:mod:`~raysweep.frontier.plots`, :mod:`~raysweep.frontier.reconstructions` (the report's panel of
+reconstructions by lambda and beta), :mod:`~raysweep.frontier.live_report` (the report a running sweep
+rewrites) and :mod:`~raysweep.frontier.report` (``raysweep report``).
 """

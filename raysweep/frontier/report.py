@@ -5,8 +5,9 @@ opens with the claims (:mod:`raysweep.frontier.claims`: per group the slope of r
 at each beta, the frontier shift per lambda, the slope of anisotropy against lambda at each rate
 target, each with its 95% interval and verdict; also ``DIR/claims.json`` and ``DIR/claims.csv``),
 then shows, per dataset x model x neural loss, the four figures of :mod:`raysweep.frontier.plots`
-(``DIR/plots/*.png``, referenced relatively so the page works from file:// with no server) and a
-table of runs linking to their MLflow pages; for a matched-rate sweep (its parent run holds the
+(``DIR/plots/*.png``, referenced relatively so the page works from file:// with no server), its
+reconstruction panel (:mod:`raysweep.frontier.reconstructions`: rows lambda, columns the same
+validation images, at each beta) and a table of runs linking to their MLflow pages; for a matched-rate sweep (its parent run holds the
 ``operating_points/`` artifact) also an "Operating points" section (figures and table, see
 :mod:`raysweep.frontier.operating_points`). The report is also logged as artifacts (``report/``)
 of each sweep's parent run in the experiment, and the claims as its ``claims.json`` and
@@ -47,6 +48,7 @@ from raysweep.frontier.operating_points import (
 )
 from raysweep.frontier.pareto import pareto_mask
 from raysweep.frontier.plots import Figure, draw_group, groups, plot_claims_along_training, slug
+from raysweep.frontier.reconstructions import reconstruction_panel
 from raysweep.frontier.selection import with_operating_points
 from raysweep.tracking.store import ROLE_SWEEP, ROLE_TAG, make_client, quote, search_all, ui_run_url
 
@@ -80,6 +82,7 @@ class Group:
     title: str
     runs: pd.DataFrame
     figures: list[Figure]
+    reconstructions: str = ""  # the reconstruction panel's HTML (raysweep.frontier.reconstructions)
 
 
 def _figure_html(figure: Figure) -> str:
@@ -98,7 +101,7 @@ def _group_html(group: Group) -> str:
     figures = "\n".join(_figure_html(f) for f in group.figures)
     return (f'<section id="{slug(group.title)}">\n<h2>{html.escape(group.title)}</h2>\n'
             f'<p class="meta">{len(group.runs)} runs ({html.escape(described)}).</p>\n'
-            f'<div class="figures">\n{figures}\n</div>\n</section>')
+            f'<div class="figures">\n{figures}\n</div>\n{group.reconstructions}</section>')
 
 
 def _row_html(row: pd.Series, experiment_id: str, ui_url: str, on_front: bool) -> str:
@@ -336,7 +339,8 @@ def build_report(
     report_groups = []
     for title, members in groups(runs):
         done = members[members["status"] == "finished"]
-        report_groups.append(Group(title, members, draw_group(done, profiles, plots, title, tolerance)))
+        report_groups.append(Group(title, members, draw_group(done, profiles, plots, title, tolerance),
+                                   reconstruction_panel(done, tracking_uri, plots, slug(title))))
     point_figures = draw_operating_points(points, plots) if not points.empty else []
     claims, along = read_claims(collected, points, tolerance, margins)
     along_figures = []

@@ -104,6 +104,16 @@ def test_every_validation_is_an_mlflow_image_at_its_step_and_sync_replays_them(
         trial_dir = storage / "pictures" / run.data.tags["raysweep.trial_id"] / "train"
         assert np.array_equal(_pixels(Path(local)), _pixels(trial_dir / reconstructions_file(20)))
 
+    # the report's panel: per beta, the validation images over each lambda's reconstructions at the last step
+    from raysweep.frontier.report import build_report
+
+    page = build_report("pictures", uri, tmp_path / "report", log_to_mlflow=False).read_text()
+    assert page.count('<table class="recon">') == 2 and "<caption>β = 0.0625</caption>" in page
+    strips = sorted((tmp_path / "report" / "plots").glob("*_recon_*.png"))
+    assert len(strips) == 4  # per beta: the images and one lambda
+    top, bottom = _pixels(strips[1]), _pixels(strips[0])  # ..._0_0.png (reconstructions), ..._0_images.png
+    assert top.shape == bottom.shape == (17 + 1, RECON_IMAGES * 17 + 1, 3)
+
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
     assert main(["sync", str(storage / "pictures"), "--tracking-uri", fresh]) == 0
     assert "4 images" in capsys.readouterr().out
