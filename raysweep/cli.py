@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from raysweep.errors import RaysweepError
 from raysweep.names import CLAIM_SPECS, FINAL_KEYS, FINAL_SUMMARY, METRICS_LOG, TRIAL_CONFIG
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ui-url", default=None, help="MLflow UI base URL for run links (default: the server, or "
                    "http://127.0.0.1:5000 where `raysweep ui` listens)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    p.add_argument("--in-progress", type=int, default=None, metavar="TRIALS",
+                   help="the page of a sweep still running, of TRIALS trials in all (0: not known): a banner with "
+                   "how many have finished, and the page reloads itself every minute (what a running sweep writes)")
     _add_tolerance(p)
     _add_margin(p)
 
@@ -369,6 +372,27 @@ def _verbosity(args: argparse.Namespace) -> int:
     return 2 if args.verbose else 1
 
 
+def _live_report(sweep: Any, sweep_dir: str, total: int | None) -> list[Any]:
+    """The callback rewriting ``<sweep dir>/report`` while the sweep runs (``tracking.report_every``; none at 0)."""
+    if not sweep.tracking.report_every:
+        return []
+    from raysweep.frontier.live_report import LiveReport
+    from raysweep.storage import local_sweep_dir, split_sweep_dir
+    from raysweep.tracking.store import tracking_uri_for
+
+    root, _ = split_sweep_dir(sweep_dir)
+    out = Path(local_sweep_dir(sweep_dir, sweep.name)) / "report"
+    return [LiveReport(sweep.tracking.experiment or sweep.name, tracking_uri_for(root, sweep.tracking.uri), out,
+                       sweep.tracking.report_every, total)]
+
+
+def _planned_trials(sweep: Any) -> int | None:
+    from raysweep.tune.modes import search_mode
+    from raysweep.tune.space import expand_sweep
+
+    return search_mode(sweep).planned_trials(expand_sweep(sweep))
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from raysweep.tune.check import precheck_sweep_file
     from raysweep.tune.load import load_sweep
@@ -376,9 +400,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     # Before importing Ray and torch (seconds): a wrong address or tracking server is reported at once.
     precheck_sweep_file(args.sweep, args.overrides, name=args.name, address=args.address)
     sweep = load_sweep(args.sweep, args.overrides, name=args.name)
+    from raysweep.storage import sweep_dir_for
     from raysweep.tune.run import run_sweep
 
-    return _print_outcome(run_sweep(sweep, storage=args.storage, address=args.address, verbose=_verbosity(args)))
+    live = _live_report(sweep, sweep_dir_for(args.storage, sweep.name), _planned_trials(sweep))
+    return _print_outcome(run_sweep(sweep, storage=args.storage, address=args.address, callbacks=live,
+                                    verbose=_verbosity(args)))
 
 
 def _print_unsent(sweep_dir: str | None = None, uri: str | None = None, experiment: str | None = None) -> None:
@@ -394,28 +421,43 @@ def _print_unsent(sweep_dir: str | None = None, uri: str | None = None, experime
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from raysweep.storage import resolve_sweep_dir
+    from raysweep.tune.load import load_sweep_dir
     from raysweep.tune.run import resume_sweep
 
     _print_unsent(args.sweep_dir)
-    return _print_outcome(resume_sweep(args.sweep_dir, address=args.address, verbose=_verbosity(args)))
+    sweep_dir = resolve_sweep_dir(args.sweep_dir)
+    sweep = load_sweep_dir(sweep_dir)
+    live = _live_report(sweep, sweep_dir, _planned_trials(sweep))
+    return _print_outcome(resume_sweep(args.sweep_dir, address=args.address, callbacks=live, verbose=_verbosity(args)))
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
+    from raysweep.storage import resolve_sweep_dir
+    from raysweep.tune.load import load_sweep_dir
+    from raysweep.tune.modes import search_mode
+
     if args.until_decided:
         from raysweep.frontier.sequential import extend_until_decided
 
+        sweep_dir = resolve_sweep_dir(args.sweep_dir)
+        live = _live_report(load_sweep_dir(sweep_dir), sweep_dir, None)  # the rounds decide how many trials
         result = extend_until_decided(args.sweep_dir, max_seeds=args.max_seeds, seeds_per_round=args.seeds_per_round,
                                       margins=_parse_margins(args.margin), overrides=args.overrides,
-                                      address=args.address, extra_alpha=args.extra_alpha,
+                                      address=args.address, extra_alpha=args.extra_alpha, callbacks=live,
                                       verbose=_verbosity(args))
         return 0 if result.decided or result.stopped_by_budget else 1
     if args.max_seeds is not None or args.seeds_per_round is not None or args.margin or args.extra_alpha is not None:
         raise RaysweepError("--max-seeds, --seeds-per-round, --extra-alpha and --margin go with --until-decided: add it, "
                             "or grow the "
                             "sweep with --set search.seeds=[...] alone")
-    from raysweep.tune.extend import extend_sweep
+    from raysweep.tune.extend import extend_sweep, plan_extension
 
-    outcome = extend_sweep(args.sweep_dir, args.overrides, address=args.address, verbose=_verbosity(args))
+    sweep_dir = resolve_sweep_dir(args.sweep_dir)
+    grown, expanded, _ = plan_extension(sweep_dir, args.overrides)  # refusals here, before anything starts
+    live = _live_report(grown, sweep_dir, search_mode(grown).planned_trials(expanded))
+    outcome = extend_sweep(args.sweep_dir, args.overrides, address=args.address, callbacks=live,
+                           verbose=_verbosity(args))
     return 0 if outcome is None else _print_outcome(outcome)
 
 
@@ -436,8 +478,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(args.tracking_uri, args.storage)
     check_tracking_uri(uri, "--tracking-uri")
     _print_unsent(uri=uri, experiment=args.experiment)
+    if args.in_progress is not None and args.in_progress < 0:
+        raise RaysweepError(f"--in-progress {args.in_progress}: give the sweep's number of trials, or 0 if not known")
     index = build_report(args.experiment, uri, args.out, ui_url=args.ui_url, log_to_mlflow=not args.no_log,
-                         tolerance=tolerance, margins=_parse_margins(args.margin))
+                         tolerance=tolerance, margins=_parse_margins(args.margin), in_progress=args.in_progress)
     print(f"report: open {index.resolve().as_uri()}")
     print(f"MLflow UI: raysweep ui --tracking-uri {uri}" if not uri.startswith("http") else f"MLflow UI: {uri}")
     return 0

@@ -9,9 +9,8 @@ name="${RAYSWEEP_NAME:-quickstart}"
 if [ -e "runs/$name/sweep.yaml" ]; then
   name="$name-$(date +%Y%m%d-%H%M%S)"
 fi
+# The sweep rewrites its frontier report, runs/$name/report/, as trials finish; the last rewrite is the final one.
 .venv/bin/raysweep sweep search_spaces/quickstart.yaml --name "$name"
-# The frontier report, drawn from the MLflow store (runs/mlflow.db) and logged back to it.
-.venv/bin/raysweep report --experiment "$name" --storage runs --out "runs/$name/report"
 # The paper's claims as statistics over the sweep's runs: slopes, 95% intervals, verdicts.
 .venv/bin/raysweep claims --experiment "$name" --storage runs
 echo "quickstart done: results in runs/$name; report: file://$PWD/runs/$name/report/index.html"

@@ -60,6 +60,7 @@ DEFAULT_UI_URL = "http://127.0.0.1:5000"
 PLOTS = "plots"
 CLAIMS_ID = "claims"
 CLAIM_FILES = ("claims.json", "claims.csv")
+REFRESH_SECONDS = 60  # how often a running sweep's page reloads itself
 #: The tag MLflow shows as a run's description, and the longest value it stores.
 DESCRIPTION_TAG, MAX_DESCRIPTION = "mlflow.note.content", 8000
 
@@ -184,12 +185,24 @@ def _template(name: str) -> Path:
     return path
 
 
+def progress_banner(runs: pd.DataFrame, total: int) -> str:
+    """The banner of a running sweep's page: ``in progress: N of M trials finished`` (M = `total`, 0:
+    the search decides how many)."""
+    finished = int((runs["status"] == "finished").sum())
+    of = f" of {total}" if total > 0 else ""
+    return (f'<p class="banner">in progress: {finished}{of} trials finished; the claims and figures below are '
+            f"those of the finished trials, and this page is rewritten as trials finish (it reloads itself every "
+            f"{REFRESH_SECONDS} s)</p>")
+
+
 def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_url: str,
            points: pd.DataFrame | None = None, point_figures: list[Figure] | None = None,
-           claims: list[ClaimRow] | None = None, along: list[Figure] | None = None) -> Path:
+           claims: list[ClaimRow] | None = None, along: list[Figure] | None = None,
+           in_progress: int | None = None) -> Path:
     """Write ``out_dir/index.html`` and its stylesheet; returns the page's path. `points` and
     `point_figures`: the matched-rate operating points and their figures, when there are any;
-    `claims`: the rows of the claims section at the top."""
+    `claims`: the rows of the claims section at the top; `in_progress`: the trials of a sweep still
+    running (0: not known), whose page gets a banner and reloads itself."""
     runs = collected.runs
     front = _pareto_ids(report_groups)
     counts = runs["status"].value_counts().to_dict()
@@ -207,7 +220,10 @@ def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_u
         section = operating_points_html(points, figures, collected.experiment_id, ui_url)
         toc += f'\n    <li><a href="#{SECTION_ID}">Operating points</a></li>'
 
+    running = in_progress is not None
     values = {
+        "refresh": f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if running else "",
+        "banner": progress_banner(runs, in_progress or 0) if running else "",
         "experiment": html.escape(collected.experiment),
         "experiment_id": html.escape(collected.experiment_id),
         "tracking_uri": html.escape(collected.tracking_uri),
@@ -305,7 +321,7 @@ def sweep_claims(experiment: str, tracking_uri: str, tolerance: float | None = N
 
 def build_report(
     experiment: str, tracking_uri: str, out_dir: str | Path, ui_url: str | None = None, log_to_mlflow: bool = True,
-    tolerance: float | None = None, margins: Mapping[str, float] | None = None,
+    tolerance: float | None = None, margins: Mapping[str, float] | None = None, in_progress: int | None = None,
 ) -> Path:
     """Draw the frontier report of `experiment` into `out_dir`; returns ``out_dir/index.html``.
 
@@ -319,6 +335,8 @@ def build_report(
         tolerance: relative rate tolerance for the matched-rate claim and panel (d) (None: each
             sweep's ``search.matched_rate.tolerance``, else 0.05).
         margins: equivalence margins per claim (None: the sweep's ``search.claims.margin``, else the defaults).
+        in_progress: the report of a sweep still running, of that many trials in all (0: the search
+            decides): a banner saying how many have finished, and the page reloads itself.
 
     Raises:
         RaysweepError: an unknown experiment or one without trial runs (naming ``--experiment``).
@@ -349,7 +367,8 @@ def build_report(
         note = plot_claims_along_training(along.trajectory[along.trajectory["group"] == title], plots / name, title)
         along_figures.append(Figure("e", f"Claims along training: {title}", None if note else name, note))
     write_claims(claims, out)
-    index = render(collected, report_groups, out, ui_url.rstrip("/"), points, point_figures, claims, along_figures)
+    index = render(collected, report_groups, out, ui_url.rstrip("/"), points, point_figures, claims, along_figures,
+                   in_progress)
     if log_to_mlflow:
         log_report(collected, out, claims)
     return index

@@ -382,6 +382,9 @@ class TrackingConfig(StrictModel):
 
     uri: str | None = Field(None, description="MLflow tracking URI (default: sqlite:///<storage>/mlflow.db, one store for every sweep under --storage)")
     experiment: str | None = Field(None, description="MLflow experiment (default: the sweep name)")
+    report_every: float = Field(
+        60.0, ge=0.0, description="seconds between rewrites of <sweep dir>/report while `raysweep sweep` runs, as "
+        "trials finish; the last, when the sweep ends, is the report `raysweep report` draws; 0: no report")
     drain_timeout_s: float = Field(
         300.0, ge=0.0, description="at the end of a sweep, how long to wait for tracking updates queued while the "
         "tracking server was unreachable; what is still unsent is listed for `raysweep sync`")
