@@ -292,3 +292,21 @@ def test_weights_in_any_order_rebuild_their_model(arch: str) -> None:
     with pytest.raises(RaysweepError) as caught:
         model_from_weights(other, weights)
     assert "\n" not in str(caught.value) and "do not fit the model its config describes" in str(caught.value)
+
+
+def test_the_report_says_how_to_load_each_run(sweep: Sweep, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from raysweep.frontier.operating_points import operating_points_html
+    from raysweep.frontier.report import build_report
+
+    page = build_report(SWEEP, sweep.uri, tmp_path / "report", log_to_mlflow=False).read_text()
+    for run in sweep.runs:
+        assert f'<td class="load"><code>raysweep.load_run(&quot;{run.info.run_id}&quot;)</code></td>' in page
+    assert "<th>load</th>" in page
+    points = pd.DataFrame([{"cell": "c", "target_rate": 2.0, "run_id": sweep.runs[0].info.run_id},
+                           {"cell": "c", "target_rate": 4.0, "run_id": None}])
+    section = operating_points_html(points, "", "1", "http://127.0.0.1:5000")
+    rows = [line for line in section.splitlines() if 'class="operating-point"' in line]
+    assert f"raysweep.load_run(&quot;{sweep.runs[0].info.run_id}&quot;)" in rows[0]
+    assert rows[1].endswith("<td></td></tr>")
