@@ -1,6 +1,6 @@
 """The `raysweep` command: train VAEs, run, grow and track sweeps of them on Ray Tune, report their frontiers.
 
-Commands: train, toy, validate, sweep, resume, extend, sync, prepare, weights, report, claims, ui.
+Commands: train, toy, validate, sweep, resume, extend, sync, prepare, weights, report, claims, ui, export.
 
 Errors a user can cause are :class:`RaysweepError`: printed as one line without a traceback, exit
 status 2.
@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tolerance(p)
     _add_margin(p)
     p.add_argument("--json", action="store_true", help="print the claims as a JSON list (null for missing numbers)")
+
+    p = sub.add_parser("export", help="a run's trained model as DIR/model.safetensors, with its config.yaml and "
+                       "final.json (the Python form: raysweep.load_run)")
+    p.add_argument("run", help="an MLflow run id, a run name (see --experiment) or a trial folder: <sweep dir>/<trial "
+                   "id> (a path or s3:// URI) or a `raysweep train --out` folder")
+    p.add_argument("--out", type=Path, required=True, help="a new folder for model.safetensors, config.yaml, final.json")
+    p.add_argument("--experiment", default=None, help="the MLflow experiment a run name is looked up in (default: all)")
+    _add_store(p)
 
     p = sub.add_parser("ui", help="MLflow UI on a sweep's tracking store, bound to 127.0.0.1 unless --host says otherwise")
     p.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
@@ -504,6 +512,17 @@ def cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from raysweep.tracking.trained import EXPORT_FILES, check_export_dir, export_run, load_run
+
+    check_export_dir(args.out)  # before the run is read: a taken --out is refused at once
+    loaded = load_run(args.run, experiment=args.experiment, tracking_uri=args.tracking_uri, storage=args.storage)
+    out = export_run(loaded, args.out)
+    run = f"run {loaded.run_id}" if loaded.run_id else loaded.folder
+    print(f"raysweep: exported {run} (step {loaded.step}, from {loaded.checkpoint}) to {out}: {', '.join(EXPORT_FILES)}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from raysweep.tracking.ui import run_ui
 
@@ -513,6 +532,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": cmd_train, "toy": cmd_toy, "weights": cmd_weights, "report": cmd_report, "claims": cmd_claims, "ui": cmd_ui,
     "validate": cmd_validate, "sweep": cmd_sweep, "resume": cmd_resume, "extend": cmd_extend, "sync": cmd_sync, "prepare": cmd_prepare,
+    "export": cmd_export,
 }
 
 

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 DEFAULT_STORAGE = "runs"  # relative to the working directory
 SWEEP_FILE = "sweep.yaml"  # the resolved sweep in its directory (what `resume` reads)
 TRIAL_OUTPUT_DIR = "train"  # the loop's outputs inside a trial's directory
+RAY_TRAIN_DIR = "ray_train"  # a DDP trial's TorchTrainer run inside its directory (its checkpoints)
+TUNE_CHECKPOINT_PREFIX = "checkpoint_"  # Tune's (and Ray Train's) checkpoint folders in a trial's directory
 OPTUNA_DB = "optuna.db"
 FILE_SCHEME = "file://"
 
@@ -209,6 +211,16 @@ def download_outputs(uri: str, local_dir: Path) -> Path:
             with fs.open_input_stream(info.path) as handle:
                 (local_dir / info.base_name).write_bytes(handle.read())
     return local_dir
+
+
+def folder_names(uri: str) -> list[str]:
+    """The names of the folders directly in the object-storage folder `uri`, sorted ([] when it
+    does not exist): a trial's checkpoint folders, which :func:`download_outputs` then copies down."""
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(uri)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True))
+    return sorted(info.base_name for info in infos if info.type == pyarrow.fs.FileType.Directory)
 
 
 # -------------------------------------------------------------------------- text I/O

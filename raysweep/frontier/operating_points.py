@@ -130,10 +130,19 @@ def format_cell(value: object, fmt: str | None) -> str:
         return html.escape(str(value))
 
 
+def load_cell(run_id: object) -> str:
+    """A table cell with the Python line that loads the run's trained model (``raysweep.load_run``);
+    empty when there is no run."""
+    if not isinstance(run_id, str) or not run_id:
+        return "<td></td>"
+    call = html.escape(f'raysweep.load_run("{run_id}")')
+    return f'<td class="load"><code>{call}</code></td>'
+
+
 def operating_points_html(points: pd.DataFrame, figures_html: str, experiment_id: str, ui_url: str) -> str:
     """The report's "Operating points" section: the figures and one table row per point (the
     target links to the chosen trial's MLflow run)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in TABLE)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in TABLE) + "<th>load</th>"
     rows = []
     for _, row in points.iterrows():
         cells = []
@@ -143,6 +152,7 @@ def operating_points_html(points: pd.DataFrame, figures_html: str, experiment_id
                 link = html.escape(ui_run_url(ui_url, experiment_id, row["run_id"]))
                 text = f'<a href="{link}">{text}</a>'
             cells.append(f"<td>{text}</td>")
+        cells.append(load_cell(row.get("run_id")))
         rows.append('      <tr class="operating-point">' + "".join(cells) + "</tr>")
     body = "\n".join(rows)
     return (f'<section id="{SECTION_ID}">\n<h2>Operating points (matched rate)</h2>\n'

@@ -43,6 +43,7 @@ from raysweep.frontier.operating_points import (
     SECTION_ID,
     draw_operating_points,
     format_cell,
+    load_cell,
     load_operating_points,
     operating_points_html,
 )
@@ -119,6 +120,7 @@ def _row_html(row: pd.Series, experiment_id: str, ui_url: str, on_front: bool) -
             cells.append(f'<td class="withheld" title="{html.escape(reason)}">withheld</td>')
             continue
         cells.append(f"<td{css}>{format_cell(value, fmt)}</td>")
+    cells.append(load_cell(row["run_id"]))
     return "      <tr>" + "".join(cells) + "</tr>"
 
 
@@ -234,7 +236,7 @@ def render(collected: Collected, report_groups: list[Group], out_dir: Path, ui_u
         "claims": claims_html(claims or [], along),
         "groups": "\n".join(_group_html(g) for g in report_groups),
         "operating_points": section,
-        "table_head": "<th>run</th>" + "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in COLUMNS),
+        "table_head": "<th>run</th>" + "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in COLUMNS) + "<th>load</th>",
         "table_rows": "\n".join(
             _row_html(row, collected.experiment_id, ui_url, row["run_id"] in front) for _, row in runs.iterrows()
         ),

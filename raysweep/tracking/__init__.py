@@ -12,6 +12,8 @@
 - :mod:`raysweep.tracking.results`: what a trial's config, results and files mean for MLflow;
 - :mod:`raysweep.tracking.operating_points`: the matched-rate operating points as MLflow tags and artifacts;
 - :mod:`raysweep.tracking.ui`: ``raysweep ui``;
+- :mod:`raysweep.tracking.trained`: a run's trained model loaded back (``raysweep.load_run``,
+  ``raysweep export``), found from its tags, its trial folder and its newest intact checkpoint;
 - :mod:`raysweep.tracking.store`: where a sweep's MLflow data lives (``tracking_uri_for``), the
   store rules (no SQLite on a network filesystem), tag names, the experiment get-or-create and the
   look-ups of parent and child runs.

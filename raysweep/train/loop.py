@@ -32,7 +32,7 @@ from raysweep.control.schedules import cosine_lr_factor
 from raysweep.data import build_datasets, build_latent_sample
 from raysweep.data.cache import batch_images, training_loader
 from raysweep.errors import RaysweepError
-from raysweep.models import build_model
+from raysweep.models import VAE, build_model
 from raysweep.names import FINAL_KEYS, FINAL_SUMMARY, METRICS_LOG, TRIAL_CONFIG, WITHHELD
 from raysweep.registry import PIXEL_TERMS
 from raysweep.train import distributed as D
@@ -65,6 +65,22 @@ def total_steps(cfg: TrialConfig, num_train: int) -> int:
     return min(candidates)
 
 
+def build_trial_model(cfg: TrialConfig, in_channels: int) -> VAE:
+    """The (randomly initialised) VAE a trial of `cfg` trains on images of `in_channels` channels:
+    the one constructor of the loop and of a trained model loaded back (``raysweep.load_run``)."""
+    return build_model(
+        arch=cfg.model.arch,
+        preset=cfg.model.preset,
+        image_size=cfg.data.image_size,
+        in_channels=in_channels,
+        latent_dim=cfg.model.latent_dim,
+        # the registered pixel term says whether it reads a per-pixel log-variance from the decoder
+        pixel_logvar=PIXEL_TERMS.code(cfg.loss.pixel).needs_logvar,
+        logvar_min=cfg.model.logvar_min,
+        logvar_max=cfg.model.logvar_max,
+    )
+
+
 def _step_generator(seed: int, step: int, salt: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + salt)
 
@@ -94,17 +110,7 @@ class Trainer:
         self.total_steps = total_steps(cfg, len(self.train_set))
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        self.model = build_model(
-            arch=cfg.model.arch,
-            preset=cfg.model.preset,
-            image_size=cfg.data.image_size,
-            in_channels=self.channels,
-            latent_dim=cfg.model.latent_dim,
-            # the registered pixel term says whether it reads a per-pixel log-variance from the decoder
-            pixel_logvar=PIXEL_TERMS.code(cfg.loss.pixel).needs_logvar,
-            logvar_min=cfg.model.logvar_min,
-            logvar_max=cfg.model.logvar_max,
-        ).to(self.device)
+        self.model = build_trial_model(cfg, self.channels).to(self.device)
         self.objective = Objective(cfg, self.channels, self.device).to(self.device)
         self.optimizer = torch.optim.Adam(
             list(self.model.parameters()) + self.objective.trainable_parameters(), lr=cfg.train.lr, weight_decay=0.0

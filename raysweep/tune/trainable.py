@@ -50,7 +50,7 @@ from raysweep.tune.resources import ResourcePlan
 
 Report = Callable[[dict[str, Any], Any], None]
 
-RAY_TRAIN_RUN_NAME = "ray_train"  # the TorchTrainer run inside a trial's directory
+RAY_TRAIN_RUN_NAME = storage.RAY_TRAIN_DIR  # the TorchTrainer run inside a trial's directory
 TRAIN_HEALTH_CHECK_INTERVAL_S = 0.25  # how often a DDP trial's Train controller polls its workers
 PLACEMENT_GROUP_KEY = "placement_group_id"  # a DDP trial's result: its workers' group (hex id; see placement.py)
 # Listed first in every report, so even Tune's default console (RAY_AIR_NEW_OUTPUT=1, which shows
