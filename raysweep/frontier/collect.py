@@ -172,7 +172,7 @@ def sweep_settings(tracking_uri: str, parent_run_ids: list[str]) -> dict[str, di
     ``search.claims.alpha`` where none was written) and ``claims_seeds_per_round``."""
     client = make_client(tracking_uri)
     settings: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="raysweep_sweeps_") as tmp, _no_progress_bars():
+    with tempfile.TemporaryDirectory(prefix="raysweep_sweeps_") as tmp, no_progress_bars():
         for run_id in parent_run_ids:
             if SWEEP_FILE not in {f.path for f in client.list_artifacts(run_id)}:
                 continue
@@ -226,7 +226,7 @@ def read_profile_csv(path: Path) -> np.ndarray:
 
 
 @contextmanager
-def _no_progress_bars() -> Iterator[None]:
+def no_progress_bars() -> Iterator[None]:
     """MLflow draws a progress bar per downloaded file; dozens of one-file bars bury the report's
     output. The switch is an environment variable, set only while downloading (unless the user
     set it)."""
@@ -245,7 +245,7 @@ def load_variance_profiles(tracking_uri: str, run_ids: list[str]) -> dict[str, n
     """``variance_profile.csv`` of each run that logged one, downloaded from its artifacts."""
     client = make_client(tracking_uri)
     profiles: dict[str, np.ndarray] = {}
-    with tempfile.TemporaryDirectory(prefix="raysweep_profiles_") as tmp, _no_progress_bars():
+    with tempfile.TemporaryDirectory(prefix="raysweep_profiles_") as tmp, no_progress_bars():
         for run_id in run_ids:
             names = {f.path for f in client.list_artifacts(run_id)}
             if "variance_profile.csv" not in names:

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from raysweep.frontier.collect import _no_progress_bars  # noqa: E402
+from raysweep.frontier.collect import no_progress_bars  # noqa: E402
 from raysweep.frontier.plots import DPI, FIGSIZE, LAMBDA_LABEL, Figure  # noqa: E402
 from raysweep.names import OPERATING_POINTS_ARTIFACT_DIR, OPERATING_POINTS_JSON  # noqa: E402
 from raysweep.tracking.store import make_client, ui_run_url  # noqa: E402
@@ -49,7 +49,7 @@ def load_operating_points(tracking_uri: str, parent_run_ids: list[str], runs: pd
     chosen trial's MLflow run, when found in `runs`)."""
     client = make_client(tracking_uri)
     frames = []
-    with tempfile.TemporaryDirectory(prefix="raysweep_points_") as tmp, _no_progress_bars():
+    with tempfile.TemporaryDirectory(prefix="raysweep_points_") as tmp, no_progress_bars():
         for parent in parent_run_ids:
             names = {f.path for f in client.list_artifacts(parent, OPERATING_POINTS_ARTIFACT_DIR)}
             if ARTIFACT not in names:

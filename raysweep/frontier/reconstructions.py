@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from raysweep.frontier.collect import no_progress_bars
 from raysweep.names import RECONSTRUCTIONS_KEY
 from raysweep.tracking import runs as run_writer
 from raysweep.tracking.store import make_client
@@ -71,7 +72,7 @@ def reconstruction_panel(members: pd.DataFrame, tracking_uri: str, plots: Path, 
     finished["_seed"] = [_number(v) for v in finished.get("seed", pd.Series([math.nan] * len(finished)))]
     client = make_client(tracking_uri)
     tables = []
-    with tempfile.TemporaryDirectory(prefix="raysweep_recon_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="raysweep_recon_") as tmp, no_progress_bars():
         for t, (at, runs) in enumerate(sorted(finished.groupby("_at"), key=lambda kv: kv[0])):
             rows, header = [], None
             for lam, cell in sorted(runs.groupby("_lambda"), key=lambda kv: kv[0]):

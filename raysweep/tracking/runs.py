@@ -15,11 +15,9 @@ lazily and drops it when pickled, so the writer holds no state of its own.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -247,7 +245,6 @@ def end_trial(client: MlflowClient, run_id: str, status: str, current: tuple[str
 
 
 def terminate(client: MlflowClient, run_id: str, status: str) -> None:
-    """End a run. With a tracking server MlflowClient.set_terminated prints two "View run" lines
-    per run to stdout; a sweep of hundreds of trials keeps its terminal for Tune's progress table."""
-    with redirect_stdout(io.StringIO()):
-        client.set_terminated(run_id, status)
+    """End a run (without MLflow's "View run" lines: :func:`raysweep.tracking.store.make_client`
+    turns them off, so a sweep of hundreds of trials keeps its console for its own lines)."""
+    client.set_terminated(run_id, status)

@@ -220,9 +220,15 @@ def default_artifact_root(uri: str) -> str | None:
 
 
 def make_client(uri: str) -> MlflowClient:
-    """An explicit :class:`MlflowClient` for `uri` (no global fluent state is touched)."""
+    """An explicit :class:`MlflowClient` for `uri` (no global fluent state is touched).
+
+    With a tracking server, MLflow prints two "View run" lines to stdout per run it ends; they are
+    turned off here (``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``, unless set) rather than by
+    redirecting stdout around the call, which from the tracking writer's thread would swallow
+    whatever the driver's main thread printed meanwhile (trial lines were lost that way)."""
     from mlflow.tracking import MlflowClient
 
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     db = sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)

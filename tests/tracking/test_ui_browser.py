@@ -8,8 +8,9 @@ runner, so the names come from the path a user's sweep takes (``build_callbacks`
 
 MLflow's UI is a React app: the page is polled until the table has rendered. The runs table nests
 child runs under their parent (tag ``mlflow.parentRunId``) collapsed, so the test expands the
-parent row; the parent run's page renders its description (``mlflow.note.content``) as markdown.
-Both pages are saved as screenshots (``runs_table.png``, ``parent_run.png`` in the module's
+parent row; the parent run's page renders its description (``mlflow.note.content``) as markdown; a
+child run's artifact viewer draws the reconstruction grid logged at its last validation (``log_image``).
+The pages are saved as screenshots (``runs_table.png``, ``parent_run.png``, ``child_images.png`` in the module's
 temporary folder, printed with ``pytest -s``).
 """
 
@@ -156,7 +157,13 @@ async def _screenshot(cdp: _Session, path: Path) -> None:
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
-async def _browse(port: int, base: str, experiment_id: str, parent_id: str, folder: Path) -> dict[str, Any]:
+# The artifact viewer's preview of an image: fetched as a blob and drawn; its width in pixels once loaded.
+_PREVIEW_WIDTH = ("(() => { const i = Array.from(document.querySelectorAll('img')).find(i => i.src.startsWith('blob:')"
+                  " && i.complete && i.naturalWidth > 0); return i ? i.naturalWidth : 0; })()")
+
+
+async def _browse(port: int, base: str, experiment_id: str, parent_id: str, folder: Path,
+                  child: tuple[str, str] = ("", "")) -> dict[str, Any]:
     import aiohttp
 
     seen: dict[str, Any] = {}
@@ -185,21 +192,30 @@ async def _browse(port: int, base: str, experiment_id: str, parent_id: str, fold
             await cdp.drain(1.0)
             seen["run_text"] = await _evaluate(cdp, "document.body.innerText")
             await _screenshot(cdp, folder / "parent_run.png")
+            # A child run's reconstruction grid logged at a validation (log_image), in MLflow's artifact viewer.
+            await _open(cdp, f"{base}/#/experiments/{experiment_id}/runs/{child[0]}/artifacts/{child[1]}")
+            seen["image_width"] = await _until(cdp, _PREVIEW_WIDTH, "a logged reconstruction image")
+            await cdp.drain(1.0)
+            await _screenshot(cdp, folder / "child_images.png")
     return seen
 
 
 def test_mlflow_ui_shows_the_readable_names_and_the_parent_description(
         storage: Path, described: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     binary = require_chromium()
-    experiment_id, parent, _ = _runs(described)
+    experiment_id, parent, children = _runs(described)
     folder = tmp_path_factory.mktemp("ui_screenshots")
+    child = children[0].info.run_id
+    images = make_client(described).list_artifacts(child, "images")
+    grid = sorted(info.path for info in images if "+step+20+" in info.path and info.path.endswith(".png"))[0]
     with ui_server(storage, folder / "ui.log") as base, chromium(binary, folder / "profile") as devtools:
-        seen = asyncio.run(_browse(devtools, base, experiment_id, parent.info.run_id, folder))
-    print(f"\nscreenshots: {folder / 'runs_table.png'}, {folder / 'parent_run.png'}")
+        seen = asyncio.run(_browse(devtools, base, experiment_id, parent.info.run_id, folder, (child, grid)))
+    print(f"\nscreenshots: {folder / 'runs_table.png'}, {folder / 'parent_run.png'}, {folder / 'child_images.png'}")
+    assert seen["image_width"] == 8 * 17 + 1  # the step-20 grid (8 images of 16 px, 1 px apart), drawn by MLflow
     for name in NAMES:
         assert name in seen["table_text"] and name in seen["run_text"]
     # The claims table is a rendered table on the page, with the columns of `raysweep claims`.
     assert {"claim", "group", "verdict"} <= set(seen["headers"])
-    for shot in ("runs_table.png", "parent_run.png"):
+    for shot in ("runs_table.png", "parent_run.png", "child_images.png"):
         data = (folder / shot).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
