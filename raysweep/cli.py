@@ -389,9 +389,12 @@ def _live_report(sweep: Any, sweep_dir: str, total: int | None) -> list[Any]:
     from raysweep.tracking.store import tracking_uri_for
 
     root, _ = split_sweep_dir(sweep_dir)
+    try:
+        uri = tracking_uri_for(root, sweep.tracking.uri)
+    except RaysweepError:
+        return []  # the sweep's own checks say what is wrong with its storage or store, before it starts
     out = Path(local_sweep_dir(sweep_dir, sweep.name)) / "report"
-    return [LiveReport(sweep.tracking.experiment or sweep.name, tracking_uri_for(root, sweep.tracking.uri), out,
-                       sweep.tracking.report_every, total)]
+    return [LiveReport(sweep.tracking.experiment or sweep.name, uri, out, sweep.tracking.report_every, total)]
 
 
 def _planned_trials(sweep: Any) -> int | None:
@@ -429,26 +432,28 @@ def _print_unsent(sweep_dir: str | None = None, uri: str | None = None, experime
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from raysweep.storage import resolve_sweep_dir
+    from raysweep.storage import check_storage, resolve_sweep_dir
     from raysweep.tune.load import load_sweep_dir
     from raysweep.tune.run import resume_sweep
 
     _print_unsent(args.sweep_dir)
     sweep_dir = resolve_sweep_dir(args.sweep_dir)
+    check_storage(sweep_dir)  # a missing bucket or refused credentials, in their own words, first
     sweep = load_sweep_dir(sweep_dir)
     live = _live_report(sweep, sweep_dir, _planned_trials(sweep))
     return _print_outcome(resume_sweep(args.sweep_dir, address=args.address, callbacks=live, verbose=_verbosity(args)))
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
-    from raysweep.storage import resolve_sweep_dir
+    from raysweep.storage import check_storage, resolve_sweep_dir
     from raysweep.tune.load import load_sweep_dir
     from raysweep.tune.modes import search_mode
 
+    sweep_dir = resolve_sweep_dir(args.sweep_dir)
+    check_storage(sweep_dir)  # a missing bucket or refused credentials, in their own words, first
     if args.until_decided:
         from raysweep.frontier.sequential import extend_until_decided
 
-        sweep_dir = resolve_sweep_dir(args.sweep_dir)
         live = _live_report(load_sweep_dir(sweep_dir), sweep_dir, None)  # the rounds decide how many trials
         result = extend_until_decided(args.sweep_dir, max_seeds=args.max_seeds, seeds_per_round=args.seeds_per_round,
                                       margins=_parse_margins(args.margin), overrides=args.overrides,
@@ -461,7 +466,6 @@ def cmd_extend(args: argparse.Namespace) -> int:
                             "sweep with --set search.seeds=[...] alone")
     from raysweep.tune.extend import extend_sweep, plan_extension
 
-    sweep_dir = resolve_sweep_dir(args.sweep_dir)
     grown, expanded, _ = plan_extension(sweep_dir, args.overrides)  # refusals here, before anything starts
     live = _live_report(grown, sweep_dir, search_mode(grown).planned_trials(expanded))
     outcome = extend_sweep(args.sweep_dir, args.overrides, address=args.address, callbacks=live,

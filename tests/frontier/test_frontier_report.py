@@ -40,7 +40,9 @@ def test_report_renders_in_headless_chromium(report_store: tuple[str, Path], tmp
     out = tmp_path / "report"
     index = build_report(EXPERIMENT, uri, out)
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
-    assert [p[-5] for p in pngs] == ["a", "b", "c", "d"], "all four figures of the one group were drawn"
+    figures = [p for p in pngs if "_recon_" not in p]
+    assert [p[-5] for p in figures] == ["a", "b", "c", "d"], "all four figures of the one group were drawn"
+    assert any("_recon_" in p for p in pngs), "and its reconstruction panel's strips (runs log their grids)"
     client = make_client(uri)
     for parent in collect_runs(uri, EXPERIMENT).parent_run_ids:
         logged = {f.path for f in client.list_artifacts(parent, "report")}
