@@ -75,7 +75,7 @@ def chromium(binary: str, profile: Path, timeout: float = 60.0) -> Iterator[int]
 @dataclass
 class PageReport:
     """What the browser saw: images (src, complete, naturalWidth), error-level messages, the title,
-    the table links, the id of the first section of <main> and the claims' verdict cells."""
+    the table links, the id of the first section of <main>, the claims' verdict cells and the banner."""
 
     images: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -83,6 +83,7 @@ class PageReport:
     links: list[str] = field(default_factory=list)
     first_section: str = ""
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+    banner: dict[str, Any] | None = None  # a running sweep's banner: its text and drawn height
 
 
 class _Session:
@@ -148,6 +149,10 @@ _VERDICTS_JS = ("JSON.stringify(Array.from(document.querySelectorAll('#claims td
                 "color: getComputedStyle(td).color})))")
 
 
+_BANNER_JS = ("JSON.stringify((() => { const b = document.querySelector('.banner'); return b ? "
+              "{text: b.innerText, height: b.getBoundingClientRect().height} : null; })())")
+
+
 async def _inspect(port: int, url: str, screenshot: Path | None, width: int) -> PageReport:
     import aiohttp
 
@@ -174,6 +179,8 @@ async def _inspect(port: int, url: str, screenshot: Path | None, width: int) -> 
             report.first_section = result["result"]["value"]
             result = await cdp.send("Runtime.evaluate", {"expression": _VERDICTS_JS, "returnByValue": True})
             report.verdicts = json.loads(result["result"]["value"])
+            result = await cdp.send("Runtime.evaluate", {"expression": _BANNER_JS, "returnByValue": True})
+            report.banner = json.loads(result["result"]["value"])
             if screenshot is not None:
                 metrics = await cdp.send("Page.getLayoutMetrics")
                 height = int(min(12000, metrics["cssContentSize"]["height"]))

@@ -5,13 +5,11 @@ to the sweep's parent run."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import time
 from pathlib import Path
 
 import pytest
-from chromium_cdp import _Session, chromium, require_chromium
+from chromium_cdp import inspect_page, require_chromium
 from synthetic_store import log_sweep
 
 from raysweep.frontier.live_report import STAGING, LiveReport, publish
@@ -69,7 +67,10 @@ def test_a_running_sweep_rewrites_its_report_at_most_once_per_period(tmp_path: P
     assert report.renders == 1 and not (out / STAGING).exists()
 
     shot = tmp_path / "banner.png"
-    asyncio.run(_screenshot((out / "index.html").resolve().as_uri(), shot, require_chromium(), tmp_path))
+    seen = inspect_page(require_chromium(), (out / "index.html").resolve().as_uri(), tmp_path / "profile",
+                        screenshot=shot)
+    assert seen.banner is not None and seen.banner["height"] > 0 and seen.errors == []
+    assert seen.banner["text"].startswith("in progress: 6 of 12 trials finished")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     log_sweep(uri, "live", "live-more", _runs(2))  # more trials end within the period: no new render yet
@@ -90,26 +91,3 @@ def test_a_running_sweep_rewrites_its_report_at_most_once_per_period(tmp_path: P
     experiment_id = client.get_experiment_by_name("live").experiment_id
     for parent in search_all(client, [experiment_id], f"tags.`{ROLE_TAG}` = '{ROLE_SWEEP}'"):
         assert "report" in {a.path for a in client.list_artifacts(parent.info.run_id)}
-
-
-async def _screenshot(url: str, path: Path, binary: str, folder: Path) -> None:
-    """Open `url` in headless Chromium, check the banner is drawn, save a screenshot."""
-    import aiohttp
-
-    with chromium(binary, folder / "profile") as port:
-        async with aiohttp.ClientSession() as http:
-            async with http.put(f"http://127.0.0.1:{port}/json/new?about:blank") as answer:
-                target = await answer.json(content_type=None)
-            async with http.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                cdp = _Session(ws)
-                for domain in ("Runtime", "Page"):
-                    await cdp.send(f"{domain}.enable")
-                await cdp.send("Page.navigate", {"url": url})
-                await cdp.wait_event("Page.loadEventFired", timeout=60)
-                found = await cdp.send("Runtime.evaluate", {"expression": (
-                    "(() => { const b = document.querySelector('.banner'); return b ? "
-                    "[b.innerText, b.getBoundingClientRect().height] : null; })()"), "returnByValue": True})
-                text, height = found["result"]["value"]
-                assert text.startswith("in progress: 6 of 12 trials finished") and height > 0
-                shot = await cdp.send("Page.captureScreenshot", {"format": "png"})
-                path.write_bytes(base64.b64decode(shot["data"]))
