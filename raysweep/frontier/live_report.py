@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +66,13 @@ class LiveReport(tune.Callback):
         out: the report folder (``<sweep dir>/report``, local).
         every_s: the least time between the starts of two renders while the sweep runs.
         total: the sweep's trials in all (None: its search decides).
-        extra_args: further ``raysweep report`` arguments (``--margin``, ``--tolerance``).
         clock: seconds, monotonic (for the tests).
     """
 
     def __init__(self, experiment: str, tracking_uri: str, out: Path, every_s: float, total: int | None,
-                 extra_args: Sequence[str] = (), clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.experiment, self.tracking_uri, self.out = experiment, tracking_uri, Path(out)
-        self.every_s, self.total, self.extra_args, self.clock = every_s, total, list(extra_args), clock
+        self.every_s, self.total, self.clock = every_s, total, clock
         self.due = False  # a trial ended since the last render began
         self.started_at = -float("inf")
         self.process: subprocess.Popen | None = None
@@ -87,7 +86,7 @@ class LiveReport(tune.Callback):
     def command(self, in_progress: bool) -> list[str]:
         """The ``raysweep report`` of a render into the staging folder."""
         command = [sys.executable, "-m", "raysweep.cli", "report", "--experiment", self.experiment,
-                   "--tracking-uri", self.tracking_uri, "--out", str(self.out / STAGING), *self.extra_args]
+                   "--tracking-uri", self.tracking_uri, "--out", str(self.out / STAGING)]
         if in_progress:
             command += ["--in-progress", str(self.total or 0), "--no-log"]
         return command
